@@ -1,0 +1,51 @@
+"""The workflow console: a Flask app over durable runs of Python step workflows."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+
+from .config import Config
+from .extensions import configure_sqlite, csrf, db, htmx, login_manager, migrate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("CONSOLE_INSTANCE_PATH") or os.path.join(ROOT, "instance"),
+        template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(ROOT, "static"),
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(Config(app.instance_path).as_dict())
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            configure_sqlite(db.engine)
+
+    from . import auth, cli
+    from .api import bp as api_bp
+    from .main import bp as main_bp
+
+    auth.init_app(app)
+    app.register_blueprint(main_bp)
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)  # the API checks CSRF itself for cookie sessions (see api.routes)
+    cli.init_app(app)
+
+    @app.teardown_appcontext
+    def _end_session(exc: BaseException | None) -> None:
+        db.session.remove()
+
+    return app

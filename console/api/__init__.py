@@ -1,0 +1,7 @@
+"""The JSON API under /api (SPEC §5)."""
+
+from flask import Blueprint
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+from . import routes  # noqa: E402,F401

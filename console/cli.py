@@ -1,0 +1,331 @@
+"""Commands (SPEC §8): ``flask up``, workers, the scheduler, users, tokens, workflows, runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import func, select
+
+from . import runs as domain
+from .auth import create_token, create_user
+from .definitions import export_definition, save_workflow
+from .errors import ConsoleError
+from .extensions import db
+from .models import ROLES, TERMINAL, User, Workflow
+from .serialize import run_detail, workflow_summary
+
+users_cli = AppGroup("users", help="Manage console users.")
+tokens_cli = AppGroup("tokens", help="Manage API tokens.")
+workflows_cli = AppGroup("workflows", help="Import, export and list workflow definitions.")
+runs_cli = AppGroup("runs", help="Start and operate runs.")
+
+
+def init_app(app: Flask) -> None:
+    for group in (users_cli, tokens_cli, workflows_cli, runs_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(up)
+    app.cli.add_command(worker)
+    app.cli.add_command(scheduler)
+
+
+def fail(exc: ConsoleError | ValueError) -> None:
+    message = exc.message if isinstance(exc, ConsoleError) else str(exc)
+    details = exc.details if isinstance(exc, ConsoleError) else []
+    click.echo(f"Error: {message}", err=True)
+    for detail in details:
+        if isinstance(detail, dict):
+            click.echo(f"  {detail.get('path', '')}: {detail.get('message', '')}", err=True)
+        else:
+            click.echo(f"  {detail}", err=True)
+    raise SystemExit(1)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+# --------------------------------------------------------------------------------- users
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--role", "role_name", type=click.Choice(ROLES), default="viewer")
+@click.option("--password", default=None, help="Generated and printed when omitted.")
+def users_create(email: str, role_name: str, password: str | None) -> None:
+    try:
+        user, password_used = create_user(email, role_name, password)
+    except ValueError as exc:
+        fail(exc)
+    click.echo(f"Created {user.email} ({user.role}).")
+    if password is None:
+        click.echo(f"Password: {password_used}")
+
+
+@tokens_cli.command("create")
+@click.argument("email")
+@click.option("--name", default="cli", help="A label to recognise the token by.")
+def tokens_create(email: str, name: str) -> None:
+    """Print a new API token for EMAIL as the last line."""
+    user = db.session.scalar(select(User).filter_by(email=email.strip().lower()))
+    if user is None:
+        fail(ValueError(f"no user with email {email}"))
+    click.echo(f"API token for {user.email} ({user.role}); it is shown only once:")
+    click.echo(create_token(user, name))
+
+
+# ----------------------------------------------------------------------------- workflows
+
+
+@workflows_cli.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def workflows_import(files: tuple[str, ...]) -> None:
+    failed = False
+    for path in files:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            click.echo(f"{path}: not JSON: line {exc.lineno}: {exc.msg}", err=True)
+            failed = True
+            continue
+        try:
+            workflow, version, published = save_workflow(data)
+        except ConsoleError as exc:
+            click.echo(f"{path}: {exc.message}", err=True)
+            for d in exc.details:
+                click.echo(f"  {d['path']}: {d['message']}", err=True)
+            failed = True
+            continue
+        label = version.label if version else "-"
+        state = "published" if published else "unchanged"
+        click.echo(f"{path}: {workflow.name} {label} ({state})")
+    if failed:
+        raise SystemExit(1)
+
+
+@workflows_cli.command("export")
+@click.argument("name")
+@click.option("--version", "label", default=None)
+def workflows_export(name: str, label: str | None) -> None:
+    try:
+        version = domain.get_version(domain.get_workflow(name), label)
+    except ConsoleError as exc:
+        fail(exc)
+    echo_json(export_definition(version))
+
+
+@workflows_cli.command("list")
+def workflows_list() -> None:
+    workflows = db.session.scalars(select(Workflow).order_by(Workflow.name)).all()
+    if not workflows:
+        click.echo("No workflows. Import one with: flask workflows import FILE")
+    for workflow in workflows:
+        s = workflow_summary(workflow)
+        click.echo(f"{s['name']:<32} {s['latest_version'] or '-':<8} {s['steps']} steps  "
+                   f"{s['title']}")
+
+
+# ---------------------------------------------------------------------------------- runs
+
+
+@runs_cli.command("start")
+@click.argument("name")
+@click.option("--input", "input_json", default="{}", help="The run's input as JSON.")
+@click.option("--version", "label", default=None)
+@click.option("--wait", is_flag=True, help="Wait for the run to end and print it.")
+@click.option("--timeout", default=600.0, help="Seconds to wait with --wait.")
+def runs_start(name: str, input_json: str, label: str | None, wait: bool,
+               timeout: float) -> None:
+    try:
+        data = json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        fail(ValueError(f"--input is not JSON: {exc.msg} at column {exc.colno}"))
+    try:
+        run, _ = domain.start_run(domain.get_workflow(name), data, version=label,
+                                  trigger="manual", user="cli")
+    except ConsoleError as exc:
+        fail(exc)
+    click.echo(f"Started run {run.id} ({name} {run.version.label})")
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    status = run.status
+    while time.monotonic() < deadline:
+        db.session.expire_all()
+        run = domain.get_run(run.id)
+        if run.status != status:
+            status = run.status
+            click.echo(f"  {status}")
+        if run.status in TERMINAL:
+            echo_json(run_detail(run))
+            raise SystemExit(0 if run.status == "completed" else 2)
+        db.session.commit()
+        time.sleep(0.2)
+    click.echo(f"Still {run.status} after {timeout:g} s; is a worker running?", err=True)
+    raise SystemExit(3)
+
+
+@runs_cli.command("show")
+@click.argument("run_id")
+def runs_show(run_id: str) -> None:
+    try:
+        echo_json(run_detail(domain.get_run(run_id)))
+    except ConsoleError as exc:
+        fail(exc)
+
+
+def _action(fn: Any) -> Any:
+    def command(run_id: str) -> None:
+        try:
+            run = fn(run_id)
+        except ConsoleError as exc:
+            fail(exc)
+        click.echo(f"{run.id} {run.status}")
+
+    return command
+
+
+for _name, _fn in (("pause", domain.pause_run), ("resume", domain.resume_run),
+                   ("cancel", domain.cancel_run)):
+    runs_cli.command(_name, help=f"{_name.capitalize()} a run.")(
+        click.argument("run_id")(_action(_fn)))
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Quit when the queue is empty.")
+@click.option("--simple", is_flag=True, help="Execute jobs in this process (no fork).")
+@click.option("--name", default=None)
+def worker(burst: bool, simple: bool, name: str | None) -> None:
+    """An RQ worker for runs."""
+    from rq import Queue
+
+    from workers.app import set_app
+    from workers.worker import ConsoleWorker, SimpleConsoleWorker
+
+    from .queueing import get_redis
+
+    set_app(current_app._get_current_object())  # type: ignore[attr-defined]
+    conn = get_redis()
+    queue = Queue(current_app.config["RUN_QUEUE"], connection=conn)
+    cls = SimpleConsoleWorker if simple else ConsoleWorker
+    db.session.remove()
+    db.engine.dispose()
+    cls([queue], connection=conn, name=name).work(burst=burst, logging_level="INFO")
+
+
+@click.command("scheduler")
+@click.option("--iterations", type=int, default=None, hidden=True)
+def scheduler(iterations: int | None) -> None:
+    """The scheduler process: cron fires, run timers and the reconciler."""
+    from workers.scheduler import SchedulerProcess
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
+    SchedulerProcess().run(iterations)
+
+
+def ensure_admin() -> str | None:
+    """With no user at all, create the first admin; return how to log in, once."""
+    if db.session.scalar(select(func.count()).select_from(User)):
+        return None
+    email = current_app.config.get("CONSOLE_ADMIN_EMAIL")
+    password = current_app.config.get("CONSOLE_ADMIN_PASSWORD")
+    if email and password:
+        create_user(email, "admin", password)
+        return f"Log in as {email} with the password from CONSOLE_ADMIN_PASSWORD."
+    user, generated = create_user("admin@localhost", "admin")
+    return (f"Log in as {user.email} with password {generated}\n"
+            "  (shown once; create others with: flask users create EMAIL --role ROLE)")
+
+
+@click.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--workers", "worker_count", default=1, show_default=True)
+def up(host: str, worker_count: int) -> None:
+    """The whole stack on one machine: migrations, Redis, web, workers and the scheduler."""
+    from flask_migrate import upgrade
+
+    from .queueing import redis_url
+
+    app = current_app
+    upgrade()
+    url = redis_url()
+    login = ensure_admin()
+    port = app.config["PORT"]
+    env = dict(os.environ, REDIS_URL=url, PORT=str(port), FLASK_APP="console")
+    env.setdefault("BASE_URL", app.config["BASE_URL"])
+    venv_bin = Path(sys.executable).parent
+    flask = [sys.executable, "-m", "flask", "--app", "console"]
+    commands = {
+        "web": [str(venv_bin / "gunicorn"), "--bind", f"{host}:{port}", "--workers", "2",
+                "--threads", "4", "--access-logfile", "-", "console:create_app()"],
+        "scheduler": flask + ["scheduler"],
+    }
+    for i in range(worker_count):
+        commands[f"worker.{i + 1}"] = flask + ["worker"]
+    supervisor = Supervisor(commands, env)
+    click.echo(f"Workflow console: {app.config['BASE_URL']}")
+    if login:
+        click.echo(login)
+    click.echo(f"Redis: {url}  Database: {db.engine.url.render_as_string(hide_password=True)}")
+    click.echo("Press Ctrl+C to stop.")
+    db.session.remove()
+    supervisor.run()
+
+
+class Supervisor:
+    """Runs the stack's processes and restarts any that exits unexpectedly."""
+
+    def __init__(self, commands: dict[str, list[str]], env: dict[str, str]) -> None:
+        self.commands = commands
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, list[float]] = {name: [] for name in commands}
+        self.stopping = False
+
+    def start(self, name: str) -> None:
+        self.procs[name] = subprocess.Popen(self.commands[name], env=self.env)
+
+    def stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        for name in self.commands:
+            self.start(name)
+        try:
+            while not self.stopping:
+                time.sleep(0.5)
+                for name, proc in list(self.procs.items()):
+                    code = proc.poll()
+                    if code is None or self.stopping:
+                        continue
+                    recent = [t for t in self.restarts[name] if time.monotonic() - t < 60]
+                    delay = min(30, 2 ** len(recent))
+                    click.echo(f"{name} exited with {code}; restarting in {delay}s", err=True)
+                    time.sleep(delay)
+                    self.restarts[name] = recent + [time.monotonic()]
+                    self.start(name)
+        finally:
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            deadline = time.monotonic() + 20
+            for proc in self.procs.values():
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()

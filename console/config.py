@@ -1,0 +1,110 @@
+"""Configuration: one class over environment variables, with development defaults.
+
+Production is detected by ``CONSOLE_ENV=production`` (set by ``app.json`` and the Procfile
+deploys); there a missing ``SECRET_KEY`` is refused instead of generated.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+TRUE_VALUES = {"1", "true", "yes", "on"}
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in TRUE_VALUES
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be an integer, got {value!r}")
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a number, got {value!r}")
+
+
+def database_url(instance_path: str) -> str:
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return "sqlite:///" + os.path.join(instance_path, "console.db")
+    # Heroku-style add-ons still hand out postgres://, which SQLAlchemy no longer accepts.
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://") :]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def secret_key(instance_path: str, production: bool) -> str:
+    key = os.environ.get("SECRET_KEY", "").strip()
+    if key:
+        return key
+    if production:
+        raise RuntimeError("SECRET_KEY must be set in production (CONSOLE_ENV=production).")
+    path = Path(instance_path) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    # Written once with owner-only permissions; later processes read the same key.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+class Config:
+    """Settings read from the environment when the app is created."""
+
+    def __init__(self, instance_path: str) -> None:
+        self.CONSOLE_ENV = os.environ.get("CONSOLE_ENV", "development")
+        production = self.CONSOLE_ENV == "production"
+        self.SECRET_KEY = secret_key(instance_path, production)
+        self.SQLALCHEMY_DATABASE_URI = database_url(instance_path)
+        self.REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
+        self.PORT = env_int("PORT", 5000)
+        self.BASE_URL = (
+            os.environ.get("BASE_URL", "").strip() or f"http://127.0.0.1:{self.PORT}"
+        ).rstrip("/")
+        self.CONSOLE_TIMEZONE = os.environ.get("CONSOLE_TIMEZONE", "UTC")
+        self.CONSOLE_ADMIN_EMAIL = os.environ.get("CONSOLE_ADMIN_EMAIL") or None
+        self.CONSOLE_ADMIN_PASSWORD = os.environ.get("CONSOLE_ADMIN_PASSWORD") or None
+        # Seconds a worker's claim on a run lasts without renewal; the reconciler hands an
+        # expired run to another worker, so a dead worker's run resumes within this plus
+        # one reconciler interval (SPEC §3: within 60 seconds).
+        self.RUN_LEASE_SECONDS = env_float("RUN_LEASE_SECONDS", 30.0)
+        self.RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 5.0)
+        self.RUN_QUEUE = os.environ.get("RUN_QUEUE", "runs")
+        self.MAX_PAYLOAD_BYTES = env_int("MAX_PAYLOAD_BYTES", 1024 * 1024)
+        self.MAX_CONTENT_LENGTH = self.MAX_PAYLOAD_BYTES * 2
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = production
+        self.WTF_CSRF_TIME_LIMIT = None
+        self.SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+        self.MAIL_SERVER = os.environ.get("MAIL_SERVER") or None
+        self.MAIL_PORT = env_int("MAIL_PORT", 25)
+        self.MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
+        self.MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
+        self.MAIL_USE_TLS = env_bool("MAIL_USE_TLS")
+        self.MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "console@localhost")
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k.isupper()}

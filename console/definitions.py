@@ -1,0 +1,306 @@
+"""Workflow definitions (SPEC §7): validation, normalisation and publishing versions."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from .errors import Conflict, ValidationFailed
+from .extensions import db
+from .models import Workflow, WorkflowVersion
+from .timeutil import utcnow
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+STEP_DEFAULTS: dict[str, Any] = {
+    "retries": 0,
+    "retry_delay": 5,
+    "timeout": 900,
+    "execute_when_recovering": False,
+}
+STEP_KEYS = {"name", "code", "kind", "config", *STEP_DEFAULTS}
+TOP_KEYS = {"name", "title", "description", "version", "input_schema", "output_schema", "steps",
+            "schedules"}
+SCHEDULE_KEYS = {"name", "cron", "timezone", "input", "enabled", "missed"}
+MAX_STEPS = 200
+
+
+def snake_case(title: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "_", title.strip().lower()).strip("_")
+    if name and not name[0].isalpha():
+        name = "w_" + name
+    return name[:63]
+
+
+class Problems:
+    """Collects one ``{"path", "message"}`` per problem so a user can fix them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append({"path": path, "message": message})
+
+    def raise_if_any(self, message: str = "Invalid workflow definition") -> None:
+        if self.items:
+            raise ValidationFailed(message, self.items)
+
+
+def check_step_code(code: str, filename: str = "<step>") -> str | None:
+    """Return a readable error when the code does not compile or lacks ``run(ctx)``."""
+    try:
+        tree = ast.parse(code, filename=filename)
+        compile(tree, filename, "exec")
+    except SyntaxError as exc:
+        return f"line {exc.lineno}: {exc.msg}"
+    except ValueError as exc:  # e.g. null bytes
+        return str(exc)
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "run":
+            if isinstance(node, ast.AsyncFunctionDef):
+                return f"line {node.lineno}: run(ctx) must be a plain function, not async"
+            args = node.args
+            if not (args.posonlyargs or args.args or args.vararg):
+                return f"line {node.lineno}: run must take one argument, ctx"
+            return None
+    return "the code does not define run(ctx)"
+
+
+def _check_schema(schema: Any, path: str, problems: Problems) -> None:
+    if schema is None:
+        return
+    if not isinstance(schema, dict):
+        problems.add(path, "must be a JSON Schema object or null")
+        return
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        problems.add(f"{path}/{where}" if where else path, f"invalid JSON Schema: {exc.message}")
+
+
+def _number(value: Any, path: str, problems: Problems, *, minimum: float, maximum: float,
+            integer: bool = False) -> Any:
+    ok_type = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_type):
+        problems.add(path, "must be an integer" if integer else "must be a number")
+        return value
+    if not minimum <= value <= maximum:
+        problems.add(path, f"must be between {minimum:g} and {maximum:g}")
+    return value
+
+
+def _normalise_step(raw: Any, index: int, problems: Problems) -> dict[str, Any]:
+    path = f"/steps/{index}"
+    if not isinstance(raw, dict):
+        problems.add(path, "must be an object")
+        return {}
+    for key in sorted(set(raw) - STEP_KEYS):
+        problems.add(f"{path}/{key}", "unknown field")
+    step: dict[str, Any] = {"name": raw.get("name"), "code": raw.get("code")}
+    name = step["name"]
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        problems.add(f"{path}/name", "must match ^[a-z][a-z0-9_]{0,62}$")
+    code = step["code"]
+    if not isinstance(code, str) or not code.strip():
+        problems.add(f"{path}/code", "is required")
+    else:
+        error = check_step_code(code, f"<step {name}>")
+        if error:
+            problems.add(f"{path}/code", error)
+    for key, default in STEP_DEFAULTS.items():
+        step[key] = raw.get(key, default)
+    _number(step["retries"], f"{path}/retries", problems, minimum=0, maximum=100, integer=True)
+    _number(step["retry_delay"], f"{path}/retry_delay", problems, minimum=0, maximum=86400)
+    _number(step["timeout"], f"{path}/timeout", problems, minimum=1, maximum=7 * 86400)
+    if not isinstance(step["execute_when_recovering"], bool):
+        problems.add(f"{path}/execute_when_recovering", "must be true or false")
+    if "kind" in raw:
+        step["kind"] = raw["kind"]
+        step["config"] = raw.get("config") or {}
+        if not isinstance(step["kind"], str) or not isinstance(step["config"], dict):
+            problems.add(f"{path}/kind", "kind must be a string and config an object")
+    return step
+
+
+def _normalise_schedule(raw: Any, index: int, problems: Problems) -> dict[str, Any]:
+    path = f"/schedules/{index}"
+    if not isinstance(raw, dict):
+        problems.add(path, "must be an object")
+        return {}
+    for key in sorted(set(raw) - SCHEDULE_KEYS):
+        problems.add(f"{path}/{key}", "unknown field")
+    schedule = {
+        "name": raw.get("name"),
+        "cron": raw.get("cron"),
+        "timezone": raw.get("timezone"),
+        "input": raw.get("input", {}),
+        "enabled": raw.get("enabled", True),
+    }
+    if "missed" in raw:
+        schedule["missed"] = raw["missed"]
+    if not isinstance(schedule["name"], str) or not NAME_RE.match(schedule["name"]):
+        problems.add(f"{path}/name", "must match ^[a-z][a-z0-9_]{0,62}$")
+    cron = schedule["cron"]
+    if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
+        problems.add(f"{path}/cron", "must be a cron expression with 5 fields")
+    tz = schedule["timezone"]
+    if tz is not None:
+        try:
+            ZoneInfo(str(tz))
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.add(f"{path}/timezone", f"unknown timezone {tz!r} (use an IANA name)")
+    value = schedule["input"]
+    if isinstance(value, str):
+        error = _check_input_snippet(value)
+        if error:
+            problems.add(f"{path}/input", error)
+    elif not isinstance(value, dict):
+        problems.add(f"{path}/input", "must be a JSON object or a snippet defining input(now)")
+    if not isinstance(schedule["enabled"], bool):
+        problems.add(f"{path}/enabled", "must be true or false")
+    return schedule
+
+
+def _check_input_snippet(code: str) -> str | None:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        return f"line {exc.lineno}: {exc.msg}"
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "input" for n in tree.body):
+        return "the snippet does not define input(now)"
+    return None
+
+
+def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
+    """Validate a definition and return it with every default filled in.
+
+    Raises ``ValidationFailed`` with one detail per problem.
+    """
+    problems = Problems()
+    if not isinstance(data, dict):
+        raise ValidationFailed("A workflow definition must be a JSON object")
+    for key in sorted(set(data) - TOP_KEYS - {"publish", "note"}):
+        problems.add(f"/{key}", "unknown field")
+    title = data.get("title") or ""
+    if not isinstance(title, str):
+        problems.add("/title", "must be a string")
+        title = ""
+    given = data.get("name") or (snake_case(title) if title else None) or name
+    if name is not None and data.get("name") not in (None, name):
+        problems.add("/name", f"does not match the name in the URL ({name!r})")
+    if not isinstance(given, str) or not NAME_RE.match(given):
+        problems.add("/name", "must match ^[a-z][a-z0-9_]{0,62}$ (or give a title)")
+    definition: dict[str, Any] = {
+        "name": given,
+        "title": title or (given.replace("_", " ").capitalize() if isinstance(given, str) else ""),
+        "description": data.get("description") or "",
+        "version": data.get("version"),
+        "input_schema": data.get("input_schema"),
+        "output_schema": data.get("output_schema"),
+    }
+    if not isinstance(definition["description"], str):
+        problems.add("/description", "must be a string")
+    label = definition["version"]
+    if label is not None and (not isinstance(label, str) or not LABEL_RE.match(label)):
+        problems.add("/version", "must be a label such as \"v2\" (letters, digits, . _ -)")
+    _check_schema(definition["input_schema"], "/input_schema", problems)
+    _check_schema(definition["output_schema"], "/output_schema", problems)
+
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        problems.add("/steps", "must be a non-empty list of steps")
+        raw_steps = []
+    if len(raw_steps) > MAX_STEPS:
+        problems.add("/steps", f"at most {MAX_STEPS} steps")
+    steps = [_normalise_step(raw, i, problems) for i, raw in enumerate(raw_steps)]
+    _no_duplicates([s.get("name") for s in steps], "/steps", "step", problems)
+    definition["steps"] = steps
+
+    raw_schedules = data.get("schedules") or []
+    if not isinstance(raw_schedules, list):
+        problems.add("/schedules", "must be a list")
+        raw_schedules = []
+    schedules = [_normalise_schedule(raw, i, problems) for i, raw in enumerate(raw_schedules)]
+    _no_duplicates([s.get("name") for s in schedules], "/schedules", "schedule", problems)
+    definition["schedules"] = schedules
+    problems.raise_if_any()
+    return definition
+
+
+def _no_duplicates(names: list[Any], path: str, what: str, problems: Problems) -> None:
+    seen: set[Any] = set()
+    for index, name in enumerate(names):
+        if name in seen and name is not None:
+            problems.add(f"{path}/{index}/name", f"duplicate {what} name {name!r}")
+        seen.add(name)
+
+
+def content_hash(definition: dict[str, Any]) -> str:
+    """Hash of what a version does; the label is not part of it."""
+    body = {k: v for k, v in definition.items() if k != "version"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def save_workflow(
+    data: Any, name: str | None = None, *, publish: bool = True, note: str = "",
+    user: str | None = None,
+) -> tuple[Workflow, WorkflowVersion | None, bool]:
+    """Create or replace a workflow from a definition.
+
+    Publishes a new version unless ``publish`` is false or the definition is identical to the
+    latest version. Returns the workflow, its latest version and whether one was published.
+    """
+    definition = normalise(data, name)
+    workflow = db.session.scalar(select(Workflow).filter_by(name=definition["name"]))
+    if workflow is None:
+        workflow = Workflow(name=definition["name"])
+        db.session.add(workflow)
+    workflow.title = definition["title"]
+    workflow.description = definition["description"]
+    workflow.updated_at = utcnow()
+    latest = workflow.latest_version
+    if not publish:
+        workflow.draft = definition
+        db.session.commit()
+        return workflow, latest, False
+    digest = content_hash(definition)
+    if latest is not None and latest.definition_hash == digest:
+        workflow.draft = None
+        db.session.commit()
+        return workflow, latest, False
+    db.session.flush()
+    number = (db.session.scalar(
+        select(func.max(WorkflowVersion.number)).filter_by(workflow_id=workflow.id)
+    ) or 0) + 1
+    label = definition["version"] or f"v{number}"
+    if any(v.label == label for v in workflow.versions):
+        db.session.rollback()
+        raise Conflict(f"Version {label!r} of {definition['name']!r} already exists; "
+                       "versions are immutable, give a new label")
+    stored = dict(definition, version=label)
+    version = WorkflowVersion(workflow=workflow, number=number, label=label, definition=stored,
+                              definition_hash=digest, note=note or "", published_by=user)
+    db.session.add(version)
+    workflow.draft = None
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(f"Another version of {definition['name']!r} was published at the same "
+                       "time; try again")
+    return workflow, version, True
+
+
+def export_definition(version: WorkflowVersion) -> dict[str, Any]:
+    return dict(version.definition)

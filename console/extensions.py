@@ -1,0 +1,66 @@
+"""Flask extensions, created at module level and bound to the app in ``create_app``."""
+
+from __future__ import annotations
+
+from flask_htmx import HTMX
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
+
+# Named constraints keep migrations identical on SQLite and PostgreSQL.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+db = SQLAlchemy(metadata=metadata)
+migrate = Migrate()
+login_manager = LoginManager()
+csrf = CSRFProtect()
+htmx = HTMX()
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout and explicit BEGIN for SQLite.
+
+    pysqlite's own transaction handling defers BEGIN until the first write, which makes a
+    read-then-write transaction fail with "database is locked" instead of waiting. We take
+    over BEGIN so that ``write_transaction()`` can open ``BEGIN IMMEDIATE``: the write lock is
+    taken up front and concurrent writers queue on the busy timeout.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        if conn.get_execution_options().get("sqlite_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def write_transaction() -> None:
+    """Start a transaction that will write, so that it waits for, rather than races, writers.
+
+    Ends any open transaction first. On SQLite this is ``BEGIN IMMEDIATE``; on PostgreSQL the
+    conditional UPDATEs of the domain functions take row locks, which is enough.
+    """
+    db.session.commit()
+    if db.engine.dialect.name == "sqlite":
+        db.session.connection(execution_options={"sqlite_immediate": True})

@@ -1,0 +1,231 @@
+"""The durable record: workflows and their immutable versions, runs, step checkpoints,
+task results, log lines, users and API tokens.
+
+Run and step status only change through the functions in ``console.runs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+from .ids import new_id
+from .timeutil import UTCDateTime, utcnow
+
+RUN_STATUSES = ("pending", "running", "sleeping", "suspended", "paused", "completed", "failed",
+                "canceled")
+TERMINAL = frozenset({"completed", "failed", "canceled"})
+ACTIVE = frozenset(set(RUN_STATUSES) - TERMINAL)
+STEP_STATUSES = ("pending", "running", "sleeping", "suspended", "completed", "failed",
+                 "canceled", "skipped")
+ROLES = ("viewer", "operator", "editor", "admin")
+
+Json = JSON(none_as_null=True)
+
+
+class User(UserMixin, db.Model):  # type: ignore[name-defined]
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="viewer")
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def has_role(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+    @property
+    def is_active(self) -> bool:  # type: ignore[override]
+        return self.active
+
+
+class ApiToken(db.Model):  # type: ignore[name-defined]
+    """An API token; only its SHA-256 is stored, so a leaked database leaks no token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Workflow(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "workflows"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    # The unpublished definition being edited (``"publish": false``), if any.
+    draft: Mapped[dict | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    versions: Mapped[list[WorkflowVersion]] = relationship(
+        back_populates="workflow", order_by="WorkflowVersion.number"
+    )
+
+    @property
+    def live_versions(self) -> list[WorkflowVersion]:
+        return [v for v in self.versions if v.deleted_at is None]
+
+    @property
+    def latest_version(self) -> WorkflowVersion | None:
+        live = self.live_versions
+        return live[-1] if live else None
+
+
+class WorkflowVersion(db.Model):  # type: ignore[name-defined]
+    """A published definition. Never changed after publishing; deletion only hides it."""
+
+    __tablename__ = "workflow_versions"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "label"),
+        UniqueConstraint("workflow_id", "number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    label: Mapped[str] = mapped_column(String(40))
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    definition_hash: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_by: Mapped[str | None] = mapped_column(String(254))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    workflow: Mapped[Workflow] = relationship(back_populates="versions")
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return list(self.definition.get("steps", []))
+
+
+class Run(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "idempotency_key"),
+        Index("ix_runs_status_id", "status", "id"),
+        Index("ix_runs_workflow_id_id", "workflow_id", "id"),
+        Index("ix_runs_status_wake_at", "status", "wake_at"),
+        Index("ix_runs_status_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("workflow_versions.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    trigger: Mapped[str] = mapped_column(String(120), default="manual")
+    input: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    output: Mapped[Any] = mapped_column(Json, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    compute_ms: Mapped[int] = mapped_column(default=0)
+    # Index of the step to execute next; equal to the number of steps once all are done.
+    current_step: Mapped[int] = mapped_column(default=0)
+    step_count: Mapped[int] = mapped_column(default=0)
+    # The status a paused run had, so that resume can return it where it would be now.
+    paused_from: Mapped[str | None] = mapped_column(String(16))
+    # Which worker holds the run and until when; the owner string is a fencing token.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a sleeping run's timer is due.
+    wake_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    job_id: Mapped[str | None] = mapped_column(String(80))
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    workflow: Mapped[Workflow] = relationship()
+    version: Mapped[WorkflowVersion] = relationship()
+    steps: Mapped[list[StepRun]] = relationship(
+        back_populates="run", order_by="StepRun.position", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class StepRun(db.Model):  # type: ignore[name-defined]
+    """The checkpoint of one step of one run: at most one row per (run, step)."""
+
+    __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    position: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    output: Mapped[Any] = mapped_column(Json, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    runs: Mapped[int] = mapped_column(default=1)
+    resume_data: Mapped[Any] = mapped_column(Json, nullable=True)
+    timed_out: Mapped[bool] = mapped_column(default=False)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None]
+
+    run: Mapped[Run] = relationship(back_populates="steps")
+
+
+class TaskResult(db.Model):  # type: ignore[name-defined]
+    """A ``ctx.task`` result: at most one row per (run, step, key)."""
+
+    __tablename__ = "task_results"
+    __table_args__ = (UniqueConstraint("run_id", "step_name", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_name: Mapped[str] = mapped_column(String(63))
+    key: Mapped[str] = mapped_column(String(255))
+    result: Mapped[Any] = mapped_column(Json, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LogLine(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "log_lines"
+    __table_args__ = (Index("ix_log_lines_run_id_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_name: Mapped[str | None] = mapped_column(String(63))
+    attempt: Mapped[int] = mapped_column(default=1)
+    level: Mapped[str] = mapped_column(String(10), default="info")
+    message: Mapped[str] = mapped_column(Text)
+    fields: Mapped[dict | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,72 @@
+"""Redis as transport: the connection, the run queue and enqueueing a run's job.
+
+The database stays the truth. A job only says "look at run X"; losing it costs a delay until
+the reconciler enqueues the run again, never the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+
+import redis
+from flask import current_app
+from rq import Queue
+from sqlalchemy import update
+
+from .extensions import db
+from .models import Run
+from .redis_server import ensure_embedded
+from .timeutil import utcnow
+
+log = logging.getLogger(__name__)
+_connections: dict[tuple[int, str], redis.Redis] = {}
+
+RUN_JOB = "workers.jobs.advance_run"
+
+
+def redis_url() -> str:
+    url = current_app.config.get("REDIS_URL")
+    if url:
+        return str(url)
+    url = ensure_embedded(current_app.instance_path)
+    current_app.config["REDIS_URL"] = url
+    return url
+
+
+def get_redis() -> redis.Redis:
+    """One connection pool per process (forked work-horses get their own)."""
+    url = redis_url()
+    key = (os.getpid(), url)
+    conn = _connections.get(key)
+    if conn is None:
+        conn = redis.Redis.from_url(url, health_check_interval=30)
+        _connections[key] = conn
+    return conn
+
+
+def run_queue() -> Queue:
+    return Queue(current_app.config["RUN_QUEUE"], connection=get_redis())
+
+
+def enqueue_run(run_id: str) -> str | None:
+    """Record a new job id on the run, then put the job on the queue.
+
+    The caller has committed the run's state. When Redis is unreachable the run stays due
+    in the database and the reconciler enqueues it later.
+    """
+    job_id = f"run-{run_id}-{uuid.uuid4().hex[:8]}"
+    db.session.execute(
+        update(Run).where(Run.id == run_id).values(job_id=job_id, enqueued_at=utcnow())
+    )
+    db.session.commit()
+    try:
+        run_queue().enqueue(
+            RUN_JOB, run_id, job_id=job_id, job_timeout=-1, result_ttl=60, failure_ttl=86400,
+            description=f"advance run {run_id}",
+        )
+    except redis.RedisError as exc:
+        log.warning("could not enqueue run %s (%s); the reconciler will retry", run_id, exc)
+        return None
+    return job_id

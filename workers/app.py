@@ -1,0 +1,41 @@
+"""The Flask app as seen from worker processes: created once per process tree.
+
+A forked work-horse inherits the parent's app but must not share its database connections
+(SQLAlchemy's pool is not fork-safe), so the first use after a fork drops them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+_app: Flask | None = None
+_pid: int | None = None
+
+
+def get_app() -> Flask:
+    global _app, _pid
+    if _app is None:
+        from flask import current_app, has_app_context
+
+        if has_app_context():
+            _app = current_app._get_current_object()  # type: ignore[attr-defined]
+        else:
+            from console import create_app
+
+            _app = create_app()
+        _pid = os.getpid()
+    elif _pid != os.getpid():
+        from console.extensions import db
+
+        with _app.app_context():
+            db.engine.dispose(close=False)
+        _pid = os.getpid()
+    return _app
+
+
+def set_app(app: Flask) -> None:
+    """Use this app in the current process (the CLI and tests that run workers in-process)."""
+    global _app, _pid
+    _app, _pid = app, os.getpid()

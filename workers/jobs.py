@@ -1,0 +1,241 @@
+"""RQ jobs. ``advance_run`` is the one job of the engine: it claims a run and advances it
+through consecutive steps until the run ends, waits, is paused or is canceled.
+
+Checkpoints make it safe to run twice: completed steps are replayed from their recorded
+output, and a duplicate job (or a worker that woke up late) cannot claim a run that another
+worker holds, nor record anything once its claim is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from jsonschema import Draft202012Validator
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from console import runs as domain
+from console.extensions import db
+from console.models import Run, StepRun, TaskResult, WorkflowVersion
+from console.timeutil import utcnow
+
+from .app import get_app
+from .runtime import (
+    ClaimLost,
+    Context,
+    FlowExit,
+    RunInfo,
+    StepLogger,
+    StepResult,
+    Steps,
+    call_step,
+    compile_step,
+    step_traceback,
+)
+
+log = logging.getLogger(__name__)
+
+
+def advance_run(run_id: str) -> str | None:
+    """The RQ job: advance one run as far as it can go now. Returns its status."""
+    app = get_app()
+    with app.app_context():
+        try:
+            return Runner(run_id).advance()
+        finally:
+            db.session.remove()
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+class Heartbeat:
+    """Renews the run's lease on its own connection while a step executes.
+
+    Renewal stops at the step's deadline plus a grace period, so a step stuck where its
+    timeout cannot interrupt it lets the lease lapse and the reconciler hand the run on.
+    """
+
+    def __init__(self, engine: Engine, claim: domain.Claim, lease: float) -> None:
+        self.engine = engine
+        self.claim = claim
+        self.lease = lease
+        self.deadline: float | None = None
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        interval = max(self.lease / 3, 0.2)
+        while not self.stopped.wait(interval):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                continue
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(sqlite_immediate=True)
+                    with conn.begin():
+                        domain.renew_lease(conn, self.claim.run_id, self.claim.owner,
+                                           self.lease)
+            except Exception:  # a missed beat is survivable; the next one retries
+                log.exception("lease renewal failed for run %s", self.claim.run_id)
+
+
+class Runner:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.owner = new_owner()
+
+    def advance(self) -> str | None:
+        status = None
+        # Loop: a run resumed, or due again (a zero-delay retry), while we held it is ours.
+        while domain.claim_run(self.run_id, self.owner):
+            claim = domain.Claim(self.run_id, self.owner)
+            lease = float(current_app.config["RUN_LEASE_SECONDS"])
+            with Heartbeat(db.engine, claim, lease) as heartbeat:
+                status, again = self.drive(claim, heartbeat)
+            if not again:
+                break
+        return status
+
+    # ----------------------------------------------------------------------------------
+    def drive(self, claim: domain.Claim, heartbeat: Heartbeat) -> tuple[str | None, bool]:
+        """Execute the run's remaining steps. Returns (status, whether to claim again)."""
+        run = db.session.execute(
+            select(Run.id, Run.input, Run.version_id).where(Run.id == self.run_id)
+        ).one()
+        version = db.session.execute(
+            select(WorkflowVersion.id, WorkflowVersion.label, WorkflowVersion.definition)
+            .where(WorkflowVersion.id == run.version_id)
+        ).one()
+        definition = version.definition
+        steps = definition["steps"]
+        # The whole replay state in two queries: step checkpoints and task results. Plain
+        # rows, not ORM objects, so that nothing reloads after the commit below.
+        rows = {r.name: r for r in db.session.execute(
+            select(StepRun.name, StepRun.status, StepRun.output, StepRun.resume_data,
+                   StepRun.timed_out, StepRun.attempts, StepRun.runs)
+            .where(StepRun.run_id == run.id))}
+        tasks: dict[str, dict[str, Any]] = {}
+        for t in db.session.execute(
+            select(TaskResult.step_name, TaskResult.key, TaskResult.result)
+            .where(TaskResult.run_id == run.id)
+        ):
+            tasks.setdefault(t.step_name, {})[t.key] = t.result
+        results: dict[str, StepResult] = {}
+        run_input = run.input or {}
+        output: Any = None
+        db.session.commit()  # end the read transaction; nothing is held while steps execute
+
+        for position, step in enumerate(steps):
+            name = step["name"]
+            row = rows.get(name)
+            if row is not None and row.status == "completed":
+                results[name] = StepResult(name, "completed", row.output, row.resume_data,
+                                           row.timed_out)
+                output = row.output
+                continue
+            attempts = (row.attempts if row is not None else 0) + 1
+            logger = StepLogger(name, attempts)
+            step_tasks = tasks.setdefault(name, {})
+
+            def record(key: str, result: Any, _name: str = name,
+                       _logger: StepLogger = logger) -> None:
+                if not domain.record_task(claim, _name, key, result, _logger.drain()):
+                    raise ClaimLost()
+
+            ctx = Context(
+                input=run_input, steps=Steps(dict(results)),
+                run=RunInfo(id=run.id, runs=row.runs if row is not None else 1,
+                            attempt=attempts),
+                logger=logger, workflow=definition["name"], version=version.label,
+                step_name=name, tasks=step_tasks, record_task=record,
+            )
+            started = utcnow()
+            heartbeat.deadline = time.monotonic() + float(step["timeout"]) + heartbeat.lease
+            exited = False
+            try:
+                code = compile_step(version.id, name, step["code"])
+                output = call_step(code, ctx, float(step["timeout"]))
+            except FlowExit as stop:
+                exited, output = True, None
+                if stop.reason is not None:
+                    logger.info(f"run exited: {stop.reason}")
+            except ClaimLost:
+                return None, False
+            except (Exception, SystemExit) as exc:
+                return self.fail_step(claim, step, position, row, attempts, started, exc,
+                                      logger), True
+            finally:
+                heartbeat.deadline = None
+            outcome = domain.StepOutcome(
+                name=name, position=position, status="completed", started_at=started,
+                finished_at=utcnow(), attempts=attempts, output=output,
+                exists=row is not None,
+            )
+            status = domain.record_step_completed(claim, outcome, position + 1, logger.drain())
+            if status is None:
+                return None, False
+            results[name] = StepResult(name, "completed", output)
+            if exited:
+                skipped = [(i, s["name"]) for i, s in enumerate(steps)
+                           if i > position and s["name"] not in rows]
+                domain.finish_run(claim, "completed", output=output, skipped=skipped)
+                return "completed", False
+            last = position == len(steps) - 1
+            if not last and not domain.continue_after_boundary(claim, status):
+                return self._after_release(claim)
+        return self.finish(claim, definition, output), False
+
+    def _after_release(self, claim: domain.Claim) -> tuple[str | None, bool]:
+        status = db.session.scalar(select(Run.status).where(Run.id == claim.run_id))
+        return status, status == "pending"
+
+    def fail_step(self, claim: domain.Claim, step: dict[str, Any], position: int,
+                  row: Any, attempts: int, started: Any, exc: BaseException,
+                  logger: StepLogger) -> str | None:
+        finished = utcnow()
+        error = step_traceback(exc)
+        retry_at = None
+        if attempts <= int(step["retries"]):
+            delay = float(step["retry_delay"]) * 2 ** (attempts - 1)
+            retry_at = finished + timedelta(seconds=delay)
+            logger.warning(f"attempt {attempts} failed; retrying in {delay:g} s",
+                           error=f"{type(exc).__name__}: {exc}")
+        outcome = domain.StepOutcome(
+            name=step["name"], position=position, status="failed", started_at=started,
+            finished_at=finished, attempts=attempts, error=error, exists=row is not None,
+        )
+        return domain.record_step_failed(claim, outcome, retry_at, logger.drain())
+
+    def finish(self, claim: domain.Claim, definition: dict[str, Any], output: Any) -> str | None:
+        schema = definition.get("output_schema")
+        if schema:
+            validator = Draft202012Validator(schema,
+                                             format_checker=Draft202012Validator.FORMAT_CHECKER)
+            problems = [
+                f"{'/' + '/'.join(str(p) for p in e.absolute_path)}: {e.message}"
+                for e in validator.iter_errors(output)
+            ]
+            if problems:
+                error = "The run's output does not match the output schema:\n" + "\n".join(
+                    problems)
+                ok = domain.finish_run(claim, "failed", output=output, error=error)
+                return "failed" if ok else None
+        ok = domain.finish_run(claim, "completed", output=output)
+        return "completed" if ok else None

@@ -1,0 +1,82 @@
+"""The reconciler: makes Redis agree with the database, which is the truth.
+
+Every tick it enqueues sleeping runs whose timer is due. Every few seconds it also finds runs
+that should be on the queue and are not: pending runs whose job was lost (a Redis restart or
+FLUSHALL), and running runs whose worker died (their lease expired).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import and_, or_, select
+
+from console.extensions import db
+from console.models import Run
+from console.queueing import enqueue_run, get_redis
+from console.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+BATCH = 500
+WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def wake_due_timers() -> int:
+    """Enqueue sleeping runs whose wake-up time has come (once per wake-up)."""
+    now = utcnow()
+    due = db.session.scalars(
+        select(Run.id).where(
+            Run.status == "sleeping", Run.wake_at <= now,
+            or_(Run.enqueued_at.is_(None), Run.enqueued_at < Run.wake_at),
+        ).order_by(Run.wake_at).limit(BATCH)
+    ).all()
+    db.session.commit()
+    for run_id in due:
+        enqueue_run(run_id)
+    return len(due)
+
+
+def job_state(job_id: str | None) -> str | None:
+    if not job_id:
+        return None
+    try:
+        return str(Job.fetch(job_id, connection=get_redis()).get_status(refresh=False))
+    except NoSuchJobError:
+        return None
+
+
+def requeue_lost_runs() -> int:
+    """Enqueue runs that are due but whose job is not waiting in Redis."""
+    now = utcnow()
+    grace = timedelta(seconds=2 * float(current_app.config["RECONCILE_INTERVAL"]))
+    lease = timedelta(seconds=float(current_app.config["RUN_LEASE_SECONDS"]))
+    settled = or_(Run.enqueued_at.is_(None), Run.enqueued_at < now - grace)
+    rows = db.session.execute(
+        select(Run.id, Run.status, Run.job_id, Run.enqueued_at).where(
+            or_(
+                and_(Run.status == "pending", settled,
+                     or_(Run.lease_owner.is_(None), Run.lease_expires_at < now)),
+                and_(Run.status == "running", Run.lease_expires_at < now, settled),
+                and_(Run.status == "sleeping", Run.wake_at <= now - grace, settled),
+            )
+        ).limit(BATCH)
+    ).all()
+    db.session.commit()
+    count = 0
+    for row in rows:
+        state = job_state(row.job_id)
+        if state in WAITING:
+            continue
+        # A job a worker has started on a pending run is only trusted for a lease's length.
+        if state == JobStatus.STARTED and row.status == "pending" and row.enqueued_at \
+                and row.enqueued_at > now - lease:
+            continue
+        log.info("re-enqueueing %s run %s (job %s: %s)", row.status, row.id, row.job_id,
+                 state or "missing")
+        enqueue_run(row.id)
+        count += 1
+    return count

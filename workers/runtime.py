@@ -1,0 +1,277 @@
+"""The step runtime: the ``ctx`` object a step's ``run(ctx)`` receives, and the execution of one
+step with its timeout, captured output and error.
+
+Nothing here changes a run's status; results go back to ``console.runs`` through the runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import linecache
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import CodeType, MappingProxyType
+from typing import Any
+
+from console.timeutil import utcnow
+
+
+class StepTimeout(Exception):
+    pass
+
+
+class FlowExit(BaseException):
+    """``ctx.flow.exit()``: not an Exception, so a step's ``except Exception`` cannot eat it."""
+
+    def __init__(self, reason: Any = None):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ClaimLost(BaseException):
+    """Another worker owns the run now; this execution must stop without recording."""
+
+
+class NotSerialisable(TypeError):
+    pass
+
+
+def to_json(value: Any, what: str) -> Any:
+    """Round-trip through JSON so that first executions and replays see the same value."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise NotSerialisable(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- ctx parts
+
+
+class StepLogger:
+    """``ctx.logger``: structured lines kept with the run, written with the next checkpoint."""
+
+    def __init__(self, step: str, attempt: int) -> None:
+        self.step = step
+        self.attempt = attempt
+        self.lines: list[dict[str, Any]] = []
+
+    def _log(self, level: str, message: Any, fields: dict[str, Any]) -> None:
+        safe = to_json(fields, "log fields") if fields else None
+        self.lines.append({
+            "step_name": self.step, "attempt": self.attempt, "level": level,
+            "message": str(message), "fields": safe, "created_at": utcnow(),
+        })
+
+    def debug(self, message: Any, **fields: Any) -> None:
+        self._log("debug", message, fields)
+
+    def info(self, message: Any, **fields: Any) -> None:
+        self._log("info", message, fields)
+
+    def warning(self, message: Any, **fields: Any) -> None:
+        self._log("warning", message, fields)
+
+    def error(self, message: Any, **fields: Any) -> None:
+        self._log("error", message, fields)
+
+    def drain(self) -> list[dict[str, Any]]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class PrintCapture(io.TextIOBase):
+    """Turns ``print()`` output into log lines, one per line of text."""
+
+    def __init__(self, logger: StepLogger) -> None:
+        self.logger = logger
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            self.logger._log("print", line, {})
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.logger._log("print", self.pending, {})
+            self.pending = ""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """An earlier step's result as ``ctx.steps[name]`` shows it."""
+
+    name: str
+    status: str
+    output: Any = None
+    resume_data: Any = None
+    timed_out: bool = False
+
+
+class Steps(Mapping[str, StepResult]):
+    """``ctx.steps``: earlier steps by name, with item and attribute access."""
+
+    def __init__(self, results: dict[str, StepResult]) -> None:
+        self._results = results
+
+    def __getitem__(self, name: str) -> StepResult:
+        try:
+            return self._results[name]
+        except KeyError:
+            known = ", ".join(self._results) or "none yet"
+            raise KeyError(f"no earlier step named {name!r} (completed: {known})") from None
+
+    def __getattr__(self, name: str) -> StepResult:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(str(exc)) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+
+@dataclass
+class RunInfo:
+    """``ctx.run``."""
+
+    id: str
+    runs: int = 1
+    attempt: int = 1
+    context: Any = None
+    callback_request: Any = None
+    recovered: bool = False
+    previous_output: Any = None
+
+
+class Flow:
+    """``ctx.flow``: control of the run from inside a step."""
+
+    def exit(self, reason: Any = None) -> None:
+        raise FlowExit(reason)
+
+    def suspend(self, timeout: Any = 86400) -> Any:
+        raise NotImplementedError("ctx.flow.suspend is not available in this console yet")
+
+    def rerun(self, delay: Any, context: Any = None, max_retries: int = 10) -> Any:
+        raise NotImplementedError("ctx.flow.rerun is not available in this console yet")
+
+
+TaskRecorder = Callable[[str, Any], None]
+
+
+@dataclass
+class Context:
+    """The ``ctx`` given to ``run(ctx)``."""
+
+    input: dict[str, Any]
+    steps: Steps
+    run: RunInfo
+    logger: StepLogger
+    workflow: str
+    version: str
+    step_name: str
+    tasks: dict[str, Any]
+    record_task: TaskRecorder
+    flow: Flow = field(default_factory=Flow)
+    secrets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run.id}:{self.step_name}:{self.run.runs}"
+
+    def task(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn`` once per key per step per run; later calls return the recorded result."""
+        if not isinstance(key, str) or not key or len(key) > 255:
+            raise ValueError("ctx.task key must be a non-empty string of at most 255 characters")
+        if key in self.tasks:
+            return copy.deepcopy(self.tasks[key])
+        result = to_json(fn(*args, **kwargs), f"the result of task {key!r}")
+        self.record_task(key, result)
+        self.tasks[key] = result
+        return copy.deepcopy(result)
+
+    def wait(self, key: str, seconds: float) -> None:
+        raise NotImplementedError("ctx.wait is not available in this console yet")
+
+    def send_email(self, to: Any, subject: str, text: str, html: str | None = None) -> None:
+        raise NotImplementedError("ctx.send_email is not available in this console yet")
+
+
+# ------------------------------------------------------------------------ executing code
+
+_compiled: dict[tuple[int, str], CodeType] = {}
+
+
+def compile_step(version_id: int, name: str, code: str) -> CodeType:
+    key = (version_id, name)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        filename = f"<step {name}>"
+        compiled = compile(code, filename, "exec")
+        # Tracebacks show the step's source lines.
+        lines = code.splitlines(keepends=True)
+        linecache.cache[filename] = (len(code), None, lines, filename)
+        _compiled[key] = compiled
+    return compiled
+
+
+@contextlib.contextmanager
+def step_deadline(seconds: float) -> Iterator[None]:
+    """Raise StepTimeout in the step after ``seconds``. Needs the main thread (SIGALRM);
+    elsewhere the lease, which stops being renewed past the deadline, bounds the step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum: int, frame: Any) -> None:
+        raise StepTimeout(f"the step took longer than its timeout of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def step_traceback(exc: BaseException) -> str:
+    """The traceback from the step's own frames on, without the runtime's."""
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<step "):
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__)
+    return "".join(lines).rstrip()
+
+
+def call_step(compiled: CodeType, ctx: Context, timeout: float) -> Any:
+    """Execute a step's code and return its JSON-safe output; exceptions propagate."""
+    namespace: dict[str, Any] = {"__name__": f"step_{ctx.step_name}"}
+    capture = PrintCapture(ctx.logger)
+    with contextlib.redirect_stdout(capture), step_deadline(timeout):
+        try:
+            exec(compiled, namespace)
+            run = namespace.get("run")
+            if not callable(run):
+                raise TypeError("the step's code does not define run(ctx)")
+            output = run(ctx)
+        finally:
+            capture.flush()
+    return to_json(output, "the step's return value")

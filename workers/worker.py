@@ -1,0 +1,30 @@
+"""Worker classes for the run queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rq import SimpleWorker, Worker
+
+from .app import get_app
+
+
+class ConsoleWorker(Worker):
+    """RQ's forking worker with the console app loaded once in the parent.
+
+    Each job runs in a forked work-horse, so a step that crashes the interpreter (or is
+    killed) never takes the worker down. The app and its imports are created before the fork
+    so a horse starts warm; ``get_app`` drops the inherited database connections in the horse.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        get_app()
+        super().__init__(*args, **kwargs)
+
+
+class SimpleConsoleWorker(SimpleWorker):
+    """Executes jobs in the worker process itself: faster, for tests and small installs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        get_app()
+        super().__init__(*args, **kwargs)
