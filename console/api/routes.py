@@ -28,9 +28,11 @@ RUN_ID_RE = re.compile(r"^[0-9a-z]{26}$")
 @bp.before_request
 def csrf_for_cookie_sessions() -> None:
     # Bearer tokens cannot be sent by another site's form; a session cookie can.
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not g.get("token_auth"):
-        if current_user.is_authenticated:
-            csrf.protect()
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    # Resolving the user first tells whether it came from a token or the session cookie.
+    if current_user.is_authenticated and not g.get("token_auth"):
+        csrf.protect()
 
 
 @bp.errorhandler(ConsoleError)
