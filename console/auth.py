@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Flask, g, jsonify, redirect, request, url_for
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from .extensions import db, login_manager
+from .extensions import db, login_manager, write_transaction
 from .models import ROLES, ApiToken, User
 from .timeutil import utcnow
 
@@ -45,9 +46,17 @@ def load_user_from_token(req: Any) -> User | None:
         g.bad_token = True
         return None
     g.token_auth = True
-    row.last_used_at = utcnow()
-    db.session.commit()
-    return row.user
+    user = row.user
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+        # A separate write transaction: on SQLite, upgrading this read one could fail
+        # under concurrent requests instead of waiting.
+        token_id = row.id
+        write_transaction()
+        db.session.execute(update(ApiToken).where(ApiToken.id == token_id)
+                           .values(last_used_at=now))
+        db.session.commit()
+    return user
 
 
 def wants_json() -> bool:

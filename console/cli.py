@@ -72,6 +72,21 @@ def users_create(email: str, role_name: str, password: str | None) -> None:
         click.echo(f"Password: {password_used}")
 
 
+@users_cli.command("ensure-admin")
+def users_ensure_admin() -> None:
+    """Create the first admin from CONSOLE_ADMIN_EMAIL/PASSWORD when no user exists."""
+    if current_app.config["CONSOLE_ENV"] == "production" and not (
+        current_app.config.get("CONSOLE_ADMIN_EMAIL")
+        and current_app.config.get("CONSOLE_ADMIN_PASSWORD")
+    ):
+        if not db.session.scalar(select(func.count()).select_from(User)):
+            click.echo("No users yet: set CONSOLE_ADMIN_EMAIL and CONSOLE_ADMIN_PASSWORD, or run "
+                       "flask users create EMAIL --role admin")
+        return
+    message = ensure_admin()
+    click.echo(message or "Users exist; nothing to do.")
+
+
 @tokens_cli.command("create")
 @click.argument("email")
 @click.option("--name", default="cli", help="A label to recognise the token by.")

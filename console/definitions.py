@@ -6,17 +6,18 @@ import ast
 import hashlib
 import json
 import re
+import unicodedata
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import best_match
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .errors import Conflict, ValidationFailed
-from .extensions import db
+from .extensions import db, write_transaction
 from .models import Workflow, WorkflowVersion
 from .timeutil import utcnow
 
@@ -36,7 +37,9 @@ MAX_STEPS = 200
 
 
 def snake_case(title: str) -> str:
-    name = re.sub(r"[^a-z0-9]+", "_", title.strip().lower()).strip("_")
+    # "Über Café" → "uber_cafe": accents are dropped rather than the letters that carry them.
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9]+", "_", ascii_title.strip().lower()).strip("_")
     if name and not name[0].isalpha():
         name = "w_" + name
     return name[:63]
@@ -62,18 +65,32 @@ def check_step_code(code: str, filename: str = "<step>") -> str | None:
         tree = ast.parse(code, filename=filename)
         compile(tree, filename, "exec")
     except SyntaxError as exc:
+        if exc.lineno is None:
+            return _null_byte_error(code, exc.msg)
         return f"line {exc.lineno}: {exc.msg}"
-    except ValueError as exc:  # e.g. null bytes
-        return str(exc)
+    except ValueError as exc:  # null bytes (Python < 3.12 raises ValueError for them)
+        return _null_byte_error(code, str(exc))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "run":
             if isinstance(node, ast.AsyncFunctionDef):
                 return f"line {node.lineno}: run(ctx) must be a plain function, not async"
             args = node.args
-            if not (args.posonlyargs or args.args or args.vararg):
+            positional = [*args.posonlyargs, *args.args]
+            # run(ctx) is called with one positional argument: it must accept one, and every
+            # other parameter must have a default.
+            required = len(positional) - len(args.defaults)
+            required_kw = [a for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+            if not (positional or args.vararg) or required > 1 or required_kw:
                 return f"line {node.lineno}: run must take one argument, ctx"
             return None
     return "the code does not define run(ctx)"
+
+
+def _null_byte_error(code: str, message: str) -> str:
+    if "\x00" in code:
+        line = code.count("\n", 0, code.index("\x00")) + 1
+        return f"line {line}: the code contains a null byte"
+    return message
 
 
 def _check_schema(schema: Any, path: str, problems: Problems) -> None:
@@ -82,11 +99,15 @@ def _check_schema(schema: Any, path: str, problems: Problems) -> None:
     if not isinstance(schema, dict):
         problems.add(path, "must be a JSON Schema object or null")
         return
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        where = "/".join(str(p) for p in exc.path)
-        problems.add(f"{path}/{where}" if where else path, f"invalid JSON Schema: {exc.message}")
+    # Every problem, not only the first (what check_schema raises): one detail each.
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA,
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path])
+    for error in errors:
+        error = best_match([error]) or error
+        where = "/".join(str(p) for p in error.absolute_path)
+        problems.add(f"{path}/{where}" if where else path,
+                     f"invalid JSON Schema: {error.message}")
 
 
 def _number(value: Any, path: str, problems: Problems, *, minimum: float, maximum: float,
@@ -196,7 +217,8 @@ def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
     if not isinstance(title, str):
         problems.add("/title", "must be a string")
         title = ""
-    given = data.get("name") or (snake_case(title) if title else None) or name
+    # The name in the body, else the one in the URL (PUT), else the title's (import).
+    given = data.get("name") or name or (snake_case(title) if title else None)
     if name is not None and data.get("name") not in (None, name):
         problems.add("/name", f"does not match the name in the URL ({name!r})")
     if not isinstance(given, str) or not NAME_RE.match(given):
@@ -262,14 +284,18 @@ def save_workflow(
     latest version. Returns the workflow, its latest version and whether one was published.
     """
     definition = normalise(data, name)
+    write_transaction()
     workflow = db.session.scalar(select(Workflow).filter_by(name=definition["name"]))
     if workflow is None:
         workflow = Workflow(name=definition["name"])
         db.session.add(workflow)
-    workflow.title = definition["title"]
-    workflow.description = definition["description"]
-    workflow.updated_at = utcnow()
     latest = workflow.latest_version
+    workflow.updated_at = utcnow()
+    # The title and description shown in lists are the published ones: a draft only sets
+    # them while nothing is published yet.
+    if publish or latest is None:
+        workflow.title = definition["title"]
+        workflow.description = definition["description"]
     if not publish:
         workflow.draft = definition
         db.session.commit()
@@ -283,8 +309,15 @@ def save_workflow(
     number = (db.session.scalar(
         select(func.max(WorkflowVersion.number)).filter_by(workflow_id=workflow.id)
     ) or 0) + 1
-    label = definition["version"] or f"v{number}"
-    if any(v.label == label for v in workflow.versions):
+    taken = {v.label for v in workflow.versions}
+    label = definition["version"]
+    if label is None:
+        # Numbered labels skip one given explicitly earlier ("v2" as the first version).
+        auto = number
+        while f"v{auto}" in taken:
+            auto += 1
+        label = f"v{auto}"
+    if label in taken:
         db.session.rollback()
         raise Conflict(f"Version {label!r} of {definition['name']!r} already exists; "
                        "versions are immutable, give a new label")

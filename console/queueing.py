@@ -15,8 +15,8 @@ from flask import current_app
 from rq import Queue
 from sqlalchemy import update
 
-from .extensions import db
-from .models import Run
+from .extensions import db, write_transaction
+from .models import TERMINAL, Run
 from .redis_server import ensure_embedded
 from .timeutil import utcnow
 
@@ -53,14 +53,20 @@ def run_queue() -> Queue:
 def enqueue_run(run_id: str) -> str | None:
     """Record a new job id on the run, then put the job on the queue.
 
-    The caller has committed the run's state. When Redis is unreachable the run stays due
+    The caller has committed the run's state; a run that has become terminal meanwhile
+    is not enqueued. When Redis is unreachable the run stays due
     in the database and the reconciler enqueues it later.
     """
     job_id = f"run-{run_id}-{uuid.uuid4().hex[:8]}"
-    db.session.execute(
-        update(Run).where(Run.id == run_id).values(job_id=job_id, enqueued_at=utcnow())
-    )
+    write_transaction()
+    recorded = db.session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.not_in(tuple(TERMINAL)))
+        .values(job_id=job_id, enqueued_at=utcnow())
+    ).rowcount
     db.session.commit()
+    if not recorded:
+        return None  # canceled or finished meanwhile: nothing is enqueued after a cancel
     try:
         run_queue().enqueue(
             RUN_JOB, run_id, job_id=job_id, job_timeout=-1, result_ttl=60, failure_ttl=86400,

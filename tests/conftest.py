@@ -241,10 +241,11 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, *args: str, name: str = "proc") -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "console", *args],
-                                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        # The child keeps its own copy of the file descriptor; ours is closed at once.
+        with open(self.logs / f"{name}-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "console", *args],
+                                    env=self.env, cwd=ROOT, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 

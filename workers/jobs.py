@@ -170,7 +170,7 @@ class Runner:
             heartbeat.deadline = time.monotonic() + float(step["timeout"]) + heartbeat.lease
             exited = False
             try:
-                code = compile_step(version.id, name, step["code"])
+                code = compile_step(name, step["code"])
                 output = call_step(code, ctx, float(step["timeout"]))
             except FlowExit as stop:
                 exited, output = True, None

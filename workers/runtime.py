@@ -216,11 +216,12 @@ class Context:
 
 # ------------------------------------------------------------------------ executing code
 
-_compiled: dict[tuple[int, str], CodeType] = {}
+_compiled: dict[tuple[str, str], CodeType] = {}
 
 
-def compile_step(version_id: int, name: str, code: str) -> CodeType:
-    key = (version_id, name)
+def compile_step(name: str, code: str) -> CodeType:
+    # Keyed by the code itself: ids can repeat across databases, code cannot lie.
+    key = (name, code)
     compiled = _compiled.get(key)
     if compiled is None:
         filename = f"<step {name}>"

@@ -52,8 +52,20 @@ def http_error(exc: HTTPException) -> Any:
     return jsonify(error=message, details=[]), exc.code
 
 
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+def api_routing_error(exc: HTTPException) -> Any:
+    # A URL under /api/ that matches no route belongs to no blueprint, so the handler above
+    # does not see it; answer JSON there too, and leave other pages to their own handling.
+    if request.path == "/api" or request.path.startswith("/api/"):
+        return http_error(exc)
+    return exc
+
+
 def json_body(required: bool = True) -> Any:
-    if not request.data and not required:
+    # A form-encoded body reads as empty ``request.data``: look at the length as well, so
+    # that it is refused as "not JSON" rather than ignored.
+    if not required and not request.content_length and not request.get_data(cache=True):
         return {}
     data = request.get_json(silent=True)
     if data is None:
@@ -205,7 +217,12 @@ def run_logs(run_id: str) -> Any:
         if not after.isdigit():
             raise ValidationFailed("after must be a log line id")
         query = query.where(LogLine.id > int(after))
-    limit = min(int(request.args.get("limit", 1000) or 1000), 5000)
+    try:
+        limit = int(request.args.get("limit") or 1000)
+    except ValueError:
+        raise ValidationFailed("limit must be an integer")
+    if not 1 <= limit <= 5000:
+        raise ValidationFailed("limit must be between 1 and 5000")
     lines = db.session.scalars(query.limit(limit))
     return jsonify(data=[{
         "id": line.id, "step": line.step_name, "attempt": line.attempt, "level": line.level,

@@ -1,0 +1,43 @@
+# The two commands of the README: `make run` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install run test test-fast test-slow lint bench system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the whole stack on the embedded defaults (SQLite, embedded Redis).
+run: install
+	$(BIN)/flask --app console up
+
+## Everything the tests need (PostgreSQL from Debian when missing), then every test on
+## SQLite and PostgreSQL.
+test: install system-deps
+	$(BIN)/pytest --db=sqlite,postgres
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+test-slow: install system-deps
+	$(BIN)/pytest -m slow --db=sqlite,postgres
+
+system-deps:
+	./scripts/install-system-deps.sh
+
+lint: install
+	$(BIN)/ruff check console workers tests bench
+	$(BIN)/ruff format --check console workers tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

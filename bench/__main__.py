@@ -1,0 +1,99 @@
+"""``python -m bench``: run every measurement, print the table, write ``bench/results.json``.
+
+Exits 0 whether or not the aims are met (the verdicts are in the table and the JSON); non-zero
+only when the benchmark itself could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repetitions and smaller batches (a smoke run, noisier)")
+    p.add_argument("--no-simple", action="store_true",
+                   help="skip the SimpleConsoleWorker throughput figures")
+    p.add_argument("--skip-throughput", action="store_true",
+                   help="only the in-process figures (a) and (c)")
+    p.add_argument("--profile", action="store_true",
+                   help="also print a cProfile of Runner.advance on N-step no-op runs")
+    p.add_argument("--output", type=Path, default=HERE / "results.json")
+    p.add_argument("--keep", action="store_true", help="keep the temporary instance folder")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from . import inprocess, report, throughput
+    from .harness import BenchEnv, log
+
+    quick = args.quick
+    cfg: dict[str, Any] = {
+        "steps": 50,
+        "small_steps": 10,
+        "engine_rounds": 7 if quick else 21,
+        "commits_per_round": 50 if quick else 100,
+        "breakdown_reps": 3 if quick else 5,
+        "replay_sizes": [10, 50, 100, 200],
+        "replay_reps": 5 if quick else 15,
+        "engine_runs": 60 if quick else 150,
+        "raw_jobs": 150 if quick else 400,
+        "throughput_reps": 1 if quick else 3,
+        "worker_counts": [1, 2],
+        "simple_too": not args.no_simple,
+    }
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "config": cfg,
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    with BenchEnv(keep=args.keep) as env:
+        import sqlite3
+
+        results["sqlite"] = sqlite3.sqlite_version
+        log("(a) per-step engine overhead, next to one SQLite commit ...")
+        results["step_overhead"], results["commit"] = inprocess.measure_step_overhead(
+            env, cfg["steps"], cfg["small_steps"], cfg["engine_rounds"],
+            cfg["commits_per_round"])
+        results["breakdown"] = inprocess.measure_breakdown(env, cfg["steps"],
+                                                           cfg["breakdown_reps"])
+        log("(c) replay of completed steps ...")
+        results["replay"] = inprocess.measure_replay(env, cfg["replay_sizes"],
+                                                     cfg["replay_reps"])
+        if args.profile:
+            print(inprocess.profile_engine(env, cfg["steps"], 20))
+        if not args.skip_throughput:
+            log("(b) throughput through RQ workers ...")
+            try:
+                results["throughput"] = throughput.measure_throughput(
+                    env, engine_runs=cfg["engine_runs"], raw_jobs=cfg["raw_jobs"],
+                    reps=cfg["throughput_reps"], worker_counts=cfg["worker_counts"],
+                    simple_too=cfg["simple_too"])
+            except Exception:
+                for text in env.worker_logs():
+                    print(text, file=sys.stderr)
+                raise
+    results["wall_s"] = time.perf_counter() - started
+    results["aims"] = report.verdicts(results)
+    print(report.table(results))
+    args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    log(f"wrote {args.output} ({results['wall_s']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

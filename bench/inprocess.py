@@ -1,0 +1,335 @@
+"""In-process measurements: (a) the engine's per-step overhead against bare step calls and
+one SQLite commit, and (c) the cost of replaying already-completed steps.
+
+Everything runs in this process, inside the app context, on the benchmark's SQLite database
+(WAL, ``synchronous=NORMAL``, the engine's own connection setup).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+
+import console.runs as domain
+import workers.jobs as jobs
+from console.extensions import db, write_transaction
+from console.models import Run, StepRun
+from console.timeutil import utcnow
+from workers.jobs import Runner
+
+from .harness import BenchEnv, Flow, linear_fit, log, median
+
+perf = time.perf_counter
+
+
+@contextmanager
+def no_gc() -> Any:
+    """Keep the collector out of single timings (it runs between them instead)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+# ------------------------------------------------------------------------ one SQLite commit
+
+COMMIT_TABLE = "CREATE TABLE IF NOT EXISTS bench_commit (id INTEGER PRIMARY KEY, value TEXT)"
+COMMIT_INSERT = text("INSERT INTO bench_commit (value) VALUES (:value)")
+
+
+def commit_plain() -> None:
+    """The baseline: one small INSERT + COMMIT through the app's session and engine (the
+    engine's connection setup: WAL, ``synchronous=NORMAL``, explicit ``BEGIN``)."""
+    db.session.execute(COMMIT_INSERT, {"value": "x"})
+    db.session.commit()
+
+
+def commit_immediate() -> None:
+    """The same, opened the way the engine's checkpoints open theirs (``BEGIN IMMEDIATE``)."""
+    write_transaction()
+    db.session.execute(COMMIT_INSERT, {"value": "x"})
+    db.session.commit()
+
+
+def setup_commit() -> None:
+    db.session.execute(text(COMMIT_TABLE))
+    db.session.commit()
+    for _ in range(50):  # warm-up: statement cache, pool, WAL file
+        commit_plain()
+        commit_immediate()
+
+
+def time_commits(fn: Callable[[], None], count: int) -> list[float]:
+    samples = []
+    with no_gc():
+        for _ in range(count):
+            t0 = perf()
+            fn()
+            samples.append(perf() - t0)
+    return samples
+
+
+# ------------------------------------------------------------- (a) per-step engine overhead
+
+
+def bare_functions(env: BenchEnv, flow: Flow) -> list[Callable[[Any], Any]]:
+    fns = []
+    for code in env.step_codes(flow):
+        namespace: dict[str, Any] = {}
+        exec(compile(code, "<bench step>", "exec"), namespace)
+        fns.append(namespace["run"])
+    return fns
+
+
+def time_bare(fns: list[Callable[[Any], Any]], reps: int) -> float:
+    """Median seconds to call every step function once, directly (``run(None)``)."""
+    samples = []
+    with no_gc():
+        for _ in range(reps):
+            t0 = perf()
+            for fn in fns:
+                fn(None)
+            samples.append(perf() - t0)
+    return median(samples)
+
+
+def time_engine_run(env: BenchEnv, flow: Flow) -> float:
+    """Seconds for ``Runner(run_id).advance()`` to execute a fresh run to completion."""
+    run_id = env.new_run(flow)
+    with no_gc():
+        t0 = perf()
+        status = Runner(run_id).advance()
+        elapsed = perf() - t0
+    db.session.remove()
+    if status != "completed":
+        raise RuntimeError(f"benchmark run {run_id} ended {status!r}, expected completed")
+    return elapsed
+
+
+def measure_step_overhead(env: BenchEnv, steps: int, small: int, rounds: int,
+                          commits_per_round: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rounds that each time one N-step engine run, one small run, the bare calls and a
+    batch of commits, so that the engine and its baseline see the same machine conditions
+    (this matters on a shared VM); medians over the rounds (over all commits)."""
+    flow = env.define(f"bench_noop_{steps}", steps)
+    flow_small = env.define(f"bench_noop_{small}", small)
+    fns = bare_functions(env, flow)
+    setup_commit()
+    for _ in range(3):  # warm-up: compile cache, statement caches, first-run paths
+        time_engine_run(env, flow)
+        time_engine_run(env, flow_small)
+    engine, engine_small, bare, plain, immediate, ratios = [], [], [], [], [], []
+    for _ in range(rounds):
+        engine.append(time_engine_run(env, flow))
+        engine_small.append(time_engine_run(env, flow_small))
+        bare.append(time_bare(fns, 20))
+        round_plain = time_commits(commit_plain, commits_per_round)
+        immediate += time_commits(commit_immediate, commits_per_round)
+        plain += round_plain
+        ratios.append((engine[-1] - bare[-1]) / steps / median(round_plain))
+    t_engine, t_small, t_bare = median(engine), median(engine_small), median(bare)
+    slope, intercept = linear_fit([small, steps], [t_small, t_engine])
+    commit_us = median(plain) * 1e6
+    step = {
+        "steps": steps,
+        "rounds": rounds,
+        "engine_run_ms": t_engine * 1e3,
+        "engine_run_ms_all": [round(t * 1e3, 3) for t in engine],
+        "bare_run_us": t_bare * 1e6,
+        "per_step_overhead_us": (t_engine - t_bare) / steps * 1e6,
+        "marginal_step_us": slope * 1e6,
+        "fixed_run_us": intercept * 1e6,
+        "small_steps": small,
+        "engine_small_run_ms": t_small * 1e3,
+        "engine_small_run_ms_all": [round(t * 1e3, 3) for t in engine_small],
+        "per_round_ratio_to_commit": [round(r, 3) for r in ratios],
+    }
+    commit = {
+        "commit_us": commit_us,
+        "commit_immediate_us": median(immediate) * 1e6,
+        "commit_p90_us": sorted(plain)[int(len(plain) * 0.9)] * 1e6,
+        "samples": len(plain),
+    }
+    return step, commit
+
+
+def measure_breakdown(env: BenchEnv, steps: int, reps: int) -> dict[str, Any]:
+    """Where a step's time goes, by wrapping (in this process only, for this pass only) the
+    checkpoint write, the step call and the claim/finish. The wrappers cost ~1 µs a call."""
+    flow = env.define(f"bench_noop_{steps}", steps)
+    spent: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    patched = [
+        (jobs, "call_step", "call_step (exec + run + to_json + redirect/alarm)"),
+        (jobs, "compile_step", "compile_step (cached lookup)"),
+        (domain, "record_step_completed", "record_step_completed (checkpoint txn)"),
+        (domain, "claim_run", "claim_run (claim txn)"),
+        (domain, "finish_run", "finish_run (final txn)"),
+        (jobs, "Heartbeat", "Heartbeat thread start/stop"),
+    ]
+    originals = [(module, attr, getattr(module, attr)) for module, attr, _ in patched]
+
+    def wrap(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = perf()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + perf() - t0
+                calls[label] = calls.get(label, 0) + 1
+
+        return timed
+
+    class TimedHeartbeat:
+        def __init__(self, *args: Any) -> None:
+            self.inner = originals[-1][2](*args)
+
+        def __enter__(self) -> Any:
+            t0 = perf()
+            hb = self.inner.__enter__()
+            spent[label_hb] = spent.get(label_hb, 0.0) + perf() - t0
+            return hb
+
+        def __exit__(self, *exc: Any) -> None:
+            t0 = perf()
+            self.inner.__exit__(*exc)
+            spent[label_hb] = spent.get(label_hb, 0.0) + perf() - t0
+            calls[label_hb] = calls.get(label_hb, 0) + 1
+
+    label_hb = patched[-1][2]
+    try:
+        for module, attr, label in patched[:-1]:
+            setattr(module, attr, wrap(label, getattr(module, attr)))
+        jobs.Heartbeat = TimedHeartbeat  # type: ignore[misc,assignment]
+        time_engine_run(env, flow)  # warm-up
+        spent.clear()
+        calls.clear()
+        total = sum(time_engine_run(env, flow) for _ in range(reps))
+    finally:
+        for module, attr, original in originals:
+            setattr(module, attr, original)
+    per_step = {label: spent.get(label, 0.0) / (reps * steps) * 1e6 for *_, label in patched}
+    per_step["rest of Runner.drive/advance (loop, ctx, reads)"] = (
+        total / (reps * steps) * 1e6 - sum(per_step.values()))
+    return {"steps": steps, "reps": reps, "per_step_us": per_step,
+            "total_per_step_us": total / (reps * steps) * 1e6}
+
+
+# ------------------------------------------------------------------------- (c) replay cost
+
+
+def crash(run_id: str) -> None:
+    """Put a run back where a worker that died mid-run leaves it: running on an expired
+    lease (its checkpoints stay), so that the next ``advance()`` claims it and replays."""
+    db.session.execute(
+        update(Run).where(Run.id == run_id).values(
+            status="running", lease_owner="bench:dead-worker",
+            lease_expires_at=utcnow() - timedelta(seconds=1),
+            finished_at=None, output=None)
+    )
+    db.session.commit()
+
+
+def time_replay(run_id: str) -> float:
+    crash(run_id)
+    with no_gc():
+        t0 = perf()
+        status = Runner(run_id).advance()
+        elapsed = perf() - t0
+    db.session.remove()
+    if status != "completed":
+        raise RuntimeError(f"replayed run {run_id} ended {status!r}, expected completed")
+    return elapsed
+
+
+def measure_replay(env: BenchEnv, sizes: list[int], reps: int) -> dict[str, Any]:
+    """Replay runs whose steps are all completed, at several sizes (interleaved); the slope
+    of the time against the number of completed steps is the cost of one replayed step (one
+    more row in the checkpoint query, one skip in the loop); the intercept is the fixed cost
+    of a replay (claim, reads, finish)."""
+    runs = {}
+    for size in sizes:
+        flow = env.define(f"bench_noop_{size}", size)
+        run_id = env.new_run(flow)
+        if Runner(run_id).advance() != "completed":
+            raise RuntimeError("could not complete the run to replay")
+        db.session.remove()
+        executed = verify_nothing_executes(run_id)
+        if executed:
+            raise RuntimeError(f"a replay executed {executed} completed step(s)")
+        rows = db.session.scalar(
+            select(func.count()).select_from(StepRun).where(StepRun.run_id == run_id,
+                                                            StepRun.status == "completed"))
+        db.session.commit()
+        if rows != size:
+            raise RuntimeError(f"run {run_id}: {rows} completed steps, expected {size}")
+        for _ in range(3):
+            time_replay(run_id)
+        runs[size] = run_id
+    samples: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(reps):
+        for size in sizes:
+            samples[size].append(time_replay(runs[size]))
+    medians = {size: median(v) for size, v in samples.items()}
+    slope, intercept = linear_fit(list(medians), list(medians.values()))
+    largest = max(sizes)
+    return {
+        "sizes": sizes,
+        "reps": reps,
+        "replay_ms_by_size": {str(k): v * 1e3 for k, v in medians.items()},
+        "per_completed_step_us": slope * 1e6,
+        "fixed_replay_us": intercept * 1e6,
+        "amortized_per_step_us_at_largest": medians[largest] / largest * 1e6,
+    }
+
+
+def verify_nothing_executes(run_id: str) -> int:
+    """Replay once with ``call_step`` counted: a replay of a finished run executes nothing."""
+    original = jobs.call_step
+    count = 0
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal count
+        count += 1
+        return original(*args, **kwargs)
+
+    jobs.call_step = counting
+    try:
+        time_replay(run_id)
+    finally:
+        jobs.call_step = original
+    return count
+
+
+# ------------------------------------------------------------------------------ profiling
+
+
+def profile_engine(env: BenchEnv, steps: int, runs: int, top: int = 30) -> str:
+    import cProfile
+    import io
+    import pstats
+
+    flow = env.define(f"bench_noop_{steps}", steps)
+    time_engine_run(env, flow)
+    ids = [env.new_run(flow) for _ in range(runs)]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for run_id in ids:
+        Runner(run_id).advance()
+        db.session.remove()
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    out.write(f"cProfile of {runs} runs x {steps} no-op steps (Runner.advance)\n")
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    log("profile done")
+    return out.getvalue()

@@ -1,0 +1,104 @@
+"""The aims, their verdicts and the printed table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+AIM_STEP_VS_COMMIT = 3.0  # per-step overhead <= 3x one commit
+AIM_THROUGHPUT_RATIO = 0.8  # engine runs/s >= 0.8x raw RQ jobs/s
+AIM_REPLAY_US = 10.0  # < 10 us per replayed completed step
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, Any]:
+    aims: dict[str, Any] = {}
+    step, commit = results["step_overhead"], results["commit"]
+    ratio = step["per_step_overhead_us"] / commit["commit_us"]
+    aims["step_overhead_vs_commit"] = {
+        "aim": f"per-step overhead <= {AIM_STEP_VS_COMMIT:g} x one SQLite commit",
+        "value": ratio, "limit": AIM_STEP_VS_COMMIT, "pass": ratio <= AIM_STEP_VS_COMMIT,
+    }
+    for name, cfg in results.get("throughput", {}).get("configs", {}).items():
+        aims[f"throughput_{name}"] = {
+            "aim": f"engine runs/s >= {AIM_THROUGHPUT_RATIO:g} x raw RQ jobs/s "
+                   f"({cfg['worker_class']} x{cfg['workers']})",
+            "value": cfg["ratio"], "limit": AIM_THROUGHPUT_RATIO,
+            "pass": cfg["ratio"] >= AIM_THROUGHPUT_RATIO,
+        }
+    per = results["replay"]["per_completed_step_us"]
+    aims["replay_per_step"] = {
+        "aim": f"replay < {AIM_REPLAY_US:g} us per completed step",
+        "value": per, "limit": AIM_REPLAY_US, "pass": per < AIM_REPLAY_US,
+    }
+    aims["all_pass"] = all(a["pass"] for a in aims.values() if isinstance(a, dict))
+    return aims
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    aims = results["aims"]
+    step, commit = results["step_overhead"], results["commit"]
+    n = step["steps"]
+
+    def row(figure: str, value: str = "", baseline: str = "", ratio: str = "",
+            aim: str = "", verdict: str = "") -> None:
+        rows.append((figure, value, baseline, ratio, aim, verdict))
+
+    a = aims["step_overhead_vs_commit"]
+    row(f"(a) engine overhead per step ({n} no-op steps)",
+        f"{step['per_step_overhead_us']:.1f} us", f"1 commit {commit['commit_us']:.1f} us",
+        f"{a['value']:.2f}x", f"<= {AIM_STEP_VS_COMMIT:g}x", _verdict(a["pass"]))
+    row(f"    engine run, {n} steps, in-process", f"{step['engine_run_ms']:.2f} ms")
+    row(f"    bare step calls, {n} steps", f"{step['bare_run_us']:.2f} us")
+    row(f"    marginal per step ({step['small_steps']} -> {n} steps)",
+        f"{step['marginal_step_us']:.1f} us", "", f"{step['marginal_step_us'] / commit['commit_us']:.2f}x")
+    row("    fixed per run (claim, reads, finish)", f"{step['fixed_run_us']:.0f} us")
+    row("    baseline: 1 SQLite WAL commit (INSERT+COMMIT)", f"{commit['commit_us']:.1f} us")
+    row("    baseline: same with BEGIN IMMEDIATE", f"{commit['commit_immediate_us']:.1f} us")
+
+    tp = results.get("throughput")
+    if tp:
+        steps = tp["engine_steps"]
+        for name, cfg in tp["configs"].items():
+            a = aims[f"throughput_{name}"]
+            row(f"(b) {cfg['worker_class']} x{cfg['workers']}: {steps}-step runs/s",
+                f"{cfg['engine_runs_per_s']:.1f} /s", f"raw {cfg['raw_jobs_per_s']:.1f} jobs/s",
+                f"{cfg['ratio']:.2f}", f">= {AIM_THROUGHPUT_RATIO:g}", _verdict(a["pass"]))
+        for name, cfg in tp["configs"].items():
+            row(f"    baseline: raw RQ no-op jobs/s, {cfg['worker_class']} x{cfg['workers']}",
+                f"{cfg['raw_jobs_per_s']:.1f} /s")
+            row(f"    engine steps/s, {cfg['worker_class']} x{cfg['workers']}",
+                f"{cfg['engine_steps_per_s']:.0f} /s")
+
+    rp = results["replay"]
+    a = aims["replay_per_step"]
+    row("(c) replay per completed step", f"{rp['per_completed_step_us']:.2f} us", "", "",
+        f"< {AIM_REPLAY_US:g} us", _verdict(a["pass"]))
+    row("    fixed cost of a replay (claim, reads, finish)", f"{rp['fixed_replay_us']:.0f} us")
+    for size, ms in rp["replay_ms_by_size"].items():
+        row(f"    replay of a run with {size} completed steps", f"{ms:.2f} ms")
+
+    head = ("figure", "median", "baseline", "ratio", "aim", "verdict")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
+
+    def fmt(r: tuple[str, ...]) -> str:
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)]
+        return "  ".join([*cells, r[5].ljust(widths[5])]).rstrip()
+
+    lines = [fmt(head), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in rows]
+
+    bd = results.get("breakdown")
+    if bd:
+        lines += ["", f"Where an engine step's time goes (per step, {bd['steps']}-step runs, "
+                      f"wrapped timers; total {bd['total_per_step_us']:.1f} us):"]
+        for label, us in sorted(bd["per_step_us"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {us:8.1f} us  {label}")
+    verdict = "all aims met" if aims["all_pass"] else "some aims missed"
+    missed = [k for k, v in aims.items() if isinstance(v, dict) and not v["pass"]]
+    lines += ["", f"Verdict: {verdict}" + (f" ({', '.join(missed)})" if missed else "")
+              + f".  Wall time {results['wall_s']:.0f} s."]
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""(b) Throughput through RQ: 10-step no-op runs against raw no-op RQ jobs, with the same
+worker class and the same number of real ``flask worker --burst`` processes.
+
+A batch is enqueued first (runs through ``console.runs.start_run``, the product's own path;
+raw jobs with the same enqueue options as ``enqueue_run``), then the workers start and drain
+it. The rate is taken from the jobs' own RQ timestamps, so that process start-up (importing
+the app, ~1 s) is not counted:
+
+* ``span``: jobs / (last ``ended_at`` - first ``started_at``);
+* ``steady`` (the headline): the rate while every worker is busy, from the moment the last
+  worker took its first job to the moment the first worker finished its last job. With one
+  worker both are the same. It removes the start-up stagger between workers.
+
+The wall time from starting the workers to their exit is kept in the JSON as well.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rq.job import Job, JobStatus
+from sqlalchemy import func, select
+
+import console.runs as domain
+from console.extensions import db
+from console.models import Run
+
+from .harness import BenchEnv, Flow, log, median
+
+RAW_JOB = "bench.jobs.noop"
+# The options of ``enqueue_run``, except a result TTL long enough to read timestamps back.
+ENQUEUE_OPTIONS: dict[str, Any] = {"job_timeout": -1, "result_ttl": 300, "failure_ttl": 86400}
+
+
+def enqueue_runs(env: BenchEnv, flow: Flow, count: int) -> tuple[list[str], list[str]]:
+    workflow = env.workflow(flow)
+    run_ids = []
+    for _ in range(count):
+        run, created = domain.start_run(workflow, {}, trigger="bench")
+        assert created
+        run_ids.append(run.id)
+    job_ids = list(db.session.scalars(select(Run.job_id).where(Run.id.in_(run_ids))))
+    db.session.commit()
+    db.session.expunge_all()
+    return run_ids, job_ids
+
+
+def enqueue_raw(env: BenchEnv, count: int) -> list[str]:
+    queue = env.queue()
+    return [queue.enqueue(RAW_JOB, **ENQUEUE_OPTIONS).id for _ in range(count)]
+
+
+def rates(jobs: list[Job]) -> dict[str, Any]:
+    spans = [(j.started_at.timestamp(), j.ended_at.timestamp(), j.worker_name) for j in jobs]
+    first = min(s for s, _, _ in spans)
+    last = max(e for _, e, _ in spans)
+    result: dict[str, Any] = {"span_s": last - first, "span_per_s": len(jobs) / (last - first)}
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for start, end, worker in spans:
+        by_worker.setdefault(worker or "?", []).append((start, end))
+    result["jobs_by_worker"] = sorted(len(v) for v in by_worker.values())
+    busy_from = max(min(s for s, _ in v) for v in by_worker.values())
+    busy_until = min(max(e for _, e in v) for v in by_worker.values())
+    inside = [1 for s, e, _ in spans if s >= busy_from and e <= busy_until]
+    if len(by_worker) > 1 and busy_until > busy_from and len(inside) >= len(jobs) // 2:
+        result["steady_per_s"] = len(inside) / (busy_until - busy_from)
+        result["steady_jobs"] = len(inside)
+    else:
+        result["steady_per_s"] = result["span_per_s"]
+        result["steady_jobs"] = len(jobs)
+    return result
+
+
+def batch(env: BenchEnv, kind: str, simple: bool, workers: int, count: int,
+          flow: Flow) -> dict[str, Any]:
+    if kind == "engine":
+        run_ids, job_ids = enqueue_runs(env, flow, count)
+    else:
+        run_ids, job_ids = [], enqueue_raw(env, count)
+    db.session.remove()  # hold no connection to the database while the workers write
+    t0 = time.perf_counter()
+    procs = [env.start_worker(simple) for _ in range(workers)]
+    env.wait_workers(procs, timeout=max(120.0, count * 0.5))
+    wall = time.perf_counter() - t0
+    jobs = Job.fetch_many(job_ids, connection=env.redis())
+    missing = sum(1 for j in jobs if j is None)
+    unfinished = [j.id for j in jobs if j is not None and j.get_status() != JobStatus.FINISHED]
+    if missing or unfinished:
+        raise RuntimeError(f"{kind} batch: {missing} job(s) expired, {len(unfinished)} not "
+                           f"finished (e.g. {unfinished[:3]}); logs in {env.logs}")
+    if run_ids:
+        done = db.session.scalar(select(func.count()).select_from(Run).where(
+            Run.id.in_(run_ids), Run.status == "completed"))
+        db.session.commit()
+        if done != len(run_ids):
+            raise RuntimeError(f"only {done} of {len(run_ids)} runs completed")
+    result = rates([j for j in jobs if j is not None])
+    result["wall_s"] = wall
+    result["count"] = count
+    return result
+
+
+def measure_throughput(env: BenchEnv, *, engine_runs: int, raw_jobs: int, reps: int,
+                       worker_counts: list[int], simple_too: bool,
+                       engine_steps: int = 10) -> dict[str, Any]:
+    flow = env.define(f"bench_noop_{engine_steps}", engine_steps)
+    classes = [("forking", False)] + ([("simple", True)] if simple_too else [])
+    out: dict[str, Any] = {"engine_steps": engine_steps, "engine_runs_per_batch": engine_runs,
+                           "raw_jobs_per_batch": raw_jobs, "reps": reps, "configs": {}}
+    samples: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for rep in range(reps):
+        for cls_name, simple in classes:
+            for workers in worker_counts:
+                for kind in ("engine", "raw"):
+                    count = engine_runs if kind == "engine" else raw_jobs
+                    res = batch(env, kind, simple, workers, count, flow)
+                    samples.setdefault((cls_name, workers, kind), []).append(res)
+                    log(f"throughput rep {rep + 1}/{reps} {cls_name} x{workers} {kind}: "
+                        f"{res['steady_per_s']:.1f}/s (span {res['span_per_s']:.1f}/s, "
+                        f"wall {res['wall_s']:.2f} s, per worker {res['jobs_by_worker']})")
+    for cls_name, _ in classes:
+        for workers in worker_counts:
+            eng = samples[(cls_name, workers, "engine")]
+            raw = samples[(cls_name, workers, "raw")]
+            e_rate = median([r["steady_per_s"] for r in eng])
+            r_rate = median([r["steady_per_s"] for r in raw])
+            out["configs"][f"{cls_name}_x{workers}"] = {
+                "worker_class": "ConsoleWorker" if cls_name == "forking" else
+                "SimpleConsoleWorker",
+                "workers": workers,
+                "engine_runs_per_s": e_rate,
+                "raw_jobs_per_s": r_rate,
+                "ratio": e_rate / r_rate,
+                "engine_steps_per_s": e_rate * engine_steps,
+                "engine_span_runs_per_s": median([r["span_per_s"] for r in eng]),
+                "raw_span_jobs_per_s": median([r["span_per_s"] for r in raw]),
+                "engine_samples": eng,
+                "raw_samples": raw,
+            }
+    return out

@@ -1,0 +1,87 @@
+"""Helpers shared by the API, definition and CLI tests.
+
+``fresh_requests`` works around two ways in which the ``app`` fixture (which keeps one app
+context pushed for the whole test) lets state leak between requests and tests:
+
+* Flask reuses an already pushed app context for a test client's request, so ``g`` (where
+  Flask-Login caches the current user, and where ``load_user_from_token`` notes
+  ``token_auth``/``bad_token``) survives from one request to the next: without the reset a
+  second client with another token, or no token at all, is served as the first one.
+* ``workers.runtime`` caches compiled step code by ``(version id, step name)``; every test
+  starts a fresh database whose version ids start again at 1, so a later test could execute
+  an earlier test's code.
+
+Import it into a test module (``from .support import fresh_requests``) to make it autouse
+there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, g
+from flask.testing import FlaskClient
+
+REQUEST_GLOBALS = ("_login_user", "token_auth", "bad_token")
+
+
+@pytest.fixture(autouse=True)
+def fresh_requests(app: Flask) -> Iterator[None]:
+    from workers import runtime
+
+    @app.before_request
+    def _fresh_g() -> None:
+        for name in REQUEST_GLOBALS:
+            g.pop(name, None)
+
+    runtime._compiled.clear()
+    yield
+    runtime._compiled.clear()
+
+
+def code(body: str = "return 1") -> str:
+    """A step's code: ``def run(ctx):`` with ``body`` (one or more lines) indented."""
+    lines = body.splitlines() or ["pass"]
+    return "def run(ctx):\n" + "".join(f"    {line}\n" for line in lines)
+
+
+def step(name: str = "one", body: str = "return 1", **settings: Any) -> dict[str, Any]:
+    return {"name": name, "code": code(body), **settings}
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', html)
+    if match is None:
+        raise AssertionError(f"no csrf_token in the page:\n{html[:2000]}")
+    return match.group(1)
+
+
+def log_in(client: FlaskClient, email: str, password: str) -> str:
+    """Log in through the login form; returns the CSRF token of the session."""
+    page = client.get("/login")
+    if page.status_code != 200:
+        raise AssertionError(f"GET /login answered {page.status_code}")
+    token = csrf_token(page.get_data(as_text=True))
+    answer = client.post("/login", data={"email": email, "password": password,
+                                         "csrf_token": token})
+    if answer.status_code != 302:
+        raise AssertionError(f"login failed: {answer.status_code} "
+                             f"{answer.get_data(as_text=True)[:2000]}")
+    return token
+
+
+def details_by_path(response: Any) -> dict[str, str]:
+    """The ``details`` of an error answer as ``{path: message}`` (each path once)."""
+    details = response.json["details"]
+    for detail in details:
+        if set(detail) != {"path", "message"}:
+            raise AssertionError(f"a detail must have exactly path and message: {detail}")
+        if not isinstance(detail["path"], str) or not isinstance(detail["message"], str):
+            raise AssertionError(f"path and message must be strings: {detail}")
+        if not detail["message"]:
+            raise AssertionError(f"empty message: {detail}")
+    return {d["path"]: d["message"] for d in details}
