@@ -162,20 +162,25 @@ def measure_step_overhead(env: BenchEnv, steps: int, small: int, rounds: int,
 
 
 def measure_breakdown(env: BenchEnv, steps: int, reps: int) -> dict[str, Any]:
-    """Where a step's time goes, by wrapping (in this process only, for this pass only) the
-    checkpoint write, the step call and the claim/finish. The wrappers cost ~1 µs a call."""
+    """Where a run's time goes, by wrapping (in this process only, for this pass only) the
+    engine's parts: per run the claim, the heartbeat thread and the final transaction; per
+    step the checkpoint transaction, the step call and the compiled-code lookup. The rest is
+    ``Runner.drive`` itself (the four reads, the loop, building ``ctx``). A wrapper costs
+    about a microsecond a call."""
     flow = env.define(f"bench_noop_{steps}", steps)
     spent: dict[str, float] = {}
-    calls: dict[str, int] = {}
-    patched = [
-        (jobs, "call_step", "call_step (exec + run + to_json + redirect/alarm)"),
-        (jobs, "compile_step", "compile_step (cached lookup)"),
-        (domain, "record_step_completed", "record_step_completed (checkpoint txn)"),
-        (domain, "claim_run", "claim_run (claim txn)"),
-        (domain, "finish_run", "finish_run (final txn)"),
-        (jobs, "Heartbeat", "Heartbeat thread start/stop"),
-    ]
-    originals = [(module, attr, getattr(module, attr)) for module, attr, _ in patched]
+    per_run = {
+        "claim_run": (domain, "claim_run"),
+        "finish_run": (domain, "finish_run"),
+        "Heartbeat thread start+stop": (jobs, "Heartbeat"),
+    }
+    per_step = {
+        "record_step_completed (checkpoint txn)": (domain, "record_step_completed"),
+        "call_step (exec, run, to_json, stdout, SIGALRM)": (jobs, "call_step"),
+        "compile_step (cache lookup)": (jobs, "compile_step"),
+    }
+    targets = {**per_run, **per_step}
+    originals = {label: getattr(module, attr) for label, (module, attr) in targets.items()}
 
     def wrap(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -184,43 +189,53 @@ def measure_breakdown(env: BenchEnv, steps: int, reps: int) -> dict[str, Any]:
                 return fn(*args, **kwargs)
             finally:
                 spent[label] = spent.get(label, 0.0) + perf() - t0
-                calls[label] = calls.get(label, 0) + 1
 
         return timed
 
+    heartbeat_label = "Heartbeat thread start+stop"
+    heartbeat_cls = originals[heartbeat_label]
+
     class TimedHeartbeat:
         def __init__(self, *args: Any) -> None:
-            self.inner = originals[-1][2](*args)
+            self.inner = heartbeat_cls(*args)
 
         def __enter__(self) -> Any:
             t0 = perf()
-            hb = self.inner.__enter__()
-            spent[label_hb] = spent.get(label_hb, 0.0) + perf() - t0
-            return hb
+            try:
+                return self.inner.__enter__()
+            finally:
+                spent[heartbeat_label] = spent.get(heartbeat_label, 0.0) + perf() - t0
 
         def __exit__(self, *exc: Any) -> None:
             t0 = perf()
-            self.inner.__exit__(*exc)
-            spent[label_hb] = spent.get(label_hb, 0.0) + perf() - t0
-            calls[label_hb] = calls.get(label_hb, 0) + 1
+            try:
+                self.inner.__exit__(*exc)
+            finally:
+                spent[heartbeat_label] = spent.get(heartbeat_label, 0.0) + perf() - t0
 
-    label_hb = patched[-1][2]
     try:
-        for module, attr, label in patched[:-1]:
-            setattr(module, attr, wrap(label, getattr(module, attr)))
-        jobs.Heartbeat = TimedHeartbeat  # type: ignore[misc,assignment]
+        for label, (module, attr) in targets.items():
+            if label == heartbeat_label:
+                module.Heartbeat = TimedHeartbeat
+            else:
+                setattr(module, attr, wrap(label, originals[label]))
         time_engine_run(env, flow)  # warm-up
         spent.clear()
-        calls.clear()
-        total = sum(time_engine_run(env, flow) for _ in range(reps))
+        totals = [time_engine_run(env, flow) for _ in range(reps)]
     finally:
-        for module, attr, original in originals:
-            setattr(module, attr, original)
-    per_step = {label: spent.get(label, 0.0) / (reps * steps) * 1e6 for *_, label in patched}
-    per_step["rest of Runner.drive/advance (loop, ctx, reads)"] = (
-        total / (reps * steps) * 1e6 - sum(per_step.values()))
-    return {"steps": steps, "reps": reps, "per_step_us": per_step,
-            "total_per_step_us": total / (reps * steps) * 1e6}
+        for label, (module, attr) in targets.items():
+            setattr(module, attr, originals[label])
+    total = sum(totals)
+    parts = {label: spent.get(label, 0.0) / reps * 1e6 for label in targets}
+    parts["Runner.drive itself (4 reads, loop, ctx, outcome)"] = (
+        total / reps * 1e6 - sum(parts.values()))
+    return {
+        "steps": steps,
+        "reps": reps,
+        "run_us": total / reps * 1e6,
+        "parts_us_per_run": parts,
+        "per_step_labels": list(per_step),
+    }
 
 
 # ------------------------------------------------------------------------- (c) replay cost

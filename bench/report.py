@@ -93,10 +93,13 @@ def table(results: dict[str, Any]) -> str:
 
     bd = results.get("breakdown")
     if bd:
-        lines += ["", f"Where an engine step's time goes (per step, {bd['steps']}-step runs, "
-                      f"wrapped timers; total {bd['total_per_step_us']:.1f} us):"]
-        for label, us in sorted(bd["per_step_us"].items(), key=lambda kv: -kv[1]):
-            lines.append(f"  {us:8.1f} us  {label}")
+        n = bd["steps"]
+        lines += ["", f"Where an in-process {n}-step run's time goes (wrapped timers, mean of "
+                      f"{bd['reps']} runs, {bd['run_us'] / 1e3:.1f} ms a run):",
+                  f"  {'per run':>10}  {'per step':>9}  part"]
+        for label, us in sorted(bd["parts_us_per_run"].items(), key=lambda kv: -kv[1]):
+            kind = "" if label in bd["per_step_labels"] else " (once per run)"
+            lines.append(f"  {us / 1e3:7.2f} ms  {us / n:6.1f} us  {label}{kind}")
     verdict = "all aims met" if aims["all_pass"] else "some aims missed"
     missed = [k for k, v in aims.items() if isinstance(v, dict) and not v["pass"]]
     lines += ["", f"Verdict: {verdict}" + (f" ({', '.join(missed)})" if missed else "")

@@ -60,6 +60,8 @@ def rates(jobs: list[Job]) -> dict[str, Any]:
     for start, end, worker in spans:
         by_worker.setdefault(worker or "?", []).append((start, end))
     result["jobs_by_worker"] = sorted(len(v) for v in by_worker.values())
+    result["worker_first_job_offset_s"] = sorted(
+        round(min(s for s, _ in v) - first, 3) for v in by_worker.values())
     busy_from = max(min(s for s, _ in v) for v in by_worker.values())
     busy_until = min(max(e for _, e in v) for v in by_worker.values())
     inside = [1 for s, e, _ in spans if s >= busy_from and e <= busy_until]
@@ -101,24 +103,25 @@ def batch(env: BenchEnv, kind: str, simple: bool, workers: int, count: int,
     return result
 
 
-def measure_throughput(env: BenchEnv, *, engine_runs: int, raw_jobs: int, reps: int,
+def measure_throughput(env: BenchEnv, *, batches: dict[str, dict[str, int]], reps: int,
                        worker_counts: list[int], simple_too: bool,
                        engine_steps: int = 10) -> dict[str, Any]:
     flow = env.define(f"bench_noop_{engine_steps}", engine_steps)
     classes = [("forking", False)] + ([("simple", True)] if simple_too else [])
-    out: dict[str, Any] = {"engine_steps": engine_steps, "engine_runs_per_batch": engine_runs,
-                           "raw_jobs_per_batch": raw_jobs, "reps": reps, "configs": {}}
+    out: dict[str, Any] = {"engine_steps": engine_steps, "batches": batches, "reps": reps,
+                           "configs": {}}
     samples: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for rep in range(reps):
         for cls_name, simple in classes:
             for workers in worker_counts:
                 for kind in ("engine", "raw"):
-                    count = engine_runs if kind == "engine" else raw_jobs
+                    count = batches[cls_name][kind]
                     res = batch(env, kind, simple, workers, count, flow)
                     samples.setdefault((cls_name, workers, kind), []).append(res)
                     log(f"throughput rep {rep + 1}/{reps} {cls_name} x{workers} {kind}: "
                         f"{res['steady_per_s']:.1f}/s (span {res['span_per_s']:.1f}/s, "
-                        f"wall {res['wall_s']:.2f} s, per worker {res['jobs_by_worker']})")
+                        f"wall {res['wall_s']:.2f} s, per worker {res['jobs_by_worker']}, "
+                        f"workers' first job at +{res['worker_first_job_offset_s']} s)")
     for cls_name, _ in classes:
         for workers in worker_counts:
             eng = samples[(cls_name, workers, "engine")]

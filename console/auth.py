@@ -6,6 +6,7 @@ Every view declares its role with ``@role("viewer" | "operator" | "editor" | "ad
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -22,6 +23,7 @@ from .timeutil import utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 TOKEN_PREFIX = "wfc_"
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
 def init_app(app: Flask) -> None:
@@ -104,6 +106,9 @@ def create_user(email: str, role_name: str = "viewer", password: str | None = No
     if role_name not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     email = email.strip().lower()
+    # The login form takes "name@host" (admin@localhost included); refuse what it cannot.
+    if not EMAIL_RE.match(email) or len(email) > 254:
+        raise ValueError(f"{email!r} is not an email address (name@example.com)")
     if db.session.scalar(select(User).filter_by(email=email)) is not None:
         raise ValueError(f"a user with email {email} already exists")
     password = password or secrets.token_urlsafe(12)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from flask import Flask, current_app
@@ -39,7 +39,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(scheduler)
 
 
-def fail(exc: ConsoleError | ValueError) -> None:
+def fail(exc: ConsoleError | ValueError) -> NoReturn:
     message = exc.message if isinstance(exc, ConsoleError) else str(exc)
     details = exc.details if isinstance(exc, ConsoleError) else []
     click.echo(f"Error: {message}", err=True)
@@ -108,7 +108,11 @@ def workflows_import(files: tuple[str, ...]) -> None:
     failed = False
     for path in files:
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            click.echo(f"{path}: not UTF-8 text", err=True)
+            failed = True
+            continue
         except json.JSONDecodeError as exc:
             click.echo(f"{path}: not JSON: line {exc.lineno}: {exc.msg}", err=True)
             failed = True

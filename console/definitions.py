@@ -79,7 +79,9 @@ def check_step_code(code: str, filename: str = "<step>") -> str | None:
             # run(ctx) is called with one positional argument: it must accept one, and every
             # other parameter must have a default.
             required = len(positional) - len(args.defaults)
-            required_kw = [a for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+            required_kw = [
+                a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None
+            ]
             if not (positional or args.vararg) or required > 1 or required_kw:
                 return f"line {node.lineno}: run must take one argument, ctx"
             return None

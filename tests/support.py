@@ -1,15 +1,12 @@
 """Helpers shared by the API, definition and CLI tests.
 
-``fresh_requests`` works around two ways in which the ``app`` fixture (which keeps one app
-context pushed for the whole test) lets state leak between requests and tests:
-
-* Flask reuses an already pushed app context for a test client's request, so ``g`` (where
-  Flask-Login caches the current user, and where ``load_user_from_token`` notes
-  ``token_auth``/``bad_token``) survives from one request to the next: without the reset a
-  second client with another token, or no token at all, is served as the first one.
-* ``workers.runtime`` caches compiled step code by ``(version id, step name)``; every test
-  starts a fresh database whose version ids start again at 1, so a later test could execute
-  an earlier test's code.
+``fresh_requests`` works around state leaking between requests: the ``app`` fixture keeps
+one app context pushed for the whole test, and Flask reuses an already pushed app context for
+a test client's request, so ``g`` (where Flask-Login caches the current user, and where
+``load_user_from_token`` notes ``token_auth``/``bad_token``) survives from one request to the
+next. Without the reset a second client with another token, or with no token at all, is
+served as the first one, and a session-cookie request after a bearer-token one skips the CSRF
+check.
 
 Import it into a test module (``from .support import fresh_requests``) to make it autouse
 there.
@@ -30,16 +27,12 @@ REQUEST_GLOBALS = ("_login_user", "token_auth", "bad_token")
 
 @pytest.fixture(autouse=True)
 def fresh_requests(app: Flask) -> Iterator[None]:
-    from workers import runtime
-
     @app.before_request
     def _fresh_g() -> None:
         for name in REQUEST_GLOBALS:
             g.pop(name, None)
 
-    runtime._compiled.clear()
     yield
-    runtime._compiled.clear()
 
 
 def code(body: str = "return 1") -> str:
@@ -54,7 +47,8 @@ def step(name: str = "one", body: str = "return 1", **settings: Any) -> dict[str
 
 def csrf_token(html: str) -> str:
     match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', html)
+        r'value="([^"]+)"[^>]*name="csrf_token"', html
+    )
     if match is None:
         raise AssertionError(f"no csrf_token in the page:\n{html[:2000]}")
     return match.group(1)
@@ -66,11 +60,11 @@ def log_in(client: FlaskClient, email: str, password: str) -> str:
     if page.status_code != 200:
         raise AssertionError(f"GET /login answered {page.status_code}")
     token = csrf_token(page.get_data(as_text=True))
-    answer = client.post("/login", data={"email": email, "password": password,
-                                         "csrf_token": token})
+    answer = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
     if answer.status_code != 302:
-        raise AssertionError(f"login failed: {answer.status_code} "
-                             f"{answer.get_data(as_text=True)[:2000]}")
+        raise AssertionError(
+            f"login failed: {answer.status_code} {answer.get_data(as_text=True)[:2000]}"
+        )
     return token
 
 

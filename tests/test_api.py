@@ -16,10 +16,34 @@ from tests.conftest import run_status
 from .support import code, details_by_path, fresh_requests, log_in, step  # noqa: F401
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-RUN_KEYS = {"id", "workflow", "version", "status", "trigger", "input", "output", "error",
-            "created_at", "started_at", "finished_at", "compute_ms", "steps"}
-STEP_KEYS = {"name", "status", "output", "resume_data", "timed_out", "runs", "attempts",
-             "started_at", "finished_at", "duration_ms", "error"}
+RUN_KEYS = {
+    "id",
+    "workflow",
+    "version",
+    "status",
+    "trigger",
+    "input",
+    "output",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "compute_ms",
+    "steps",
+}
+STEP_KEYS = {
+    "name",
+    "status",
+    "output",
+    "resume_data",
+    "timed_out",
+    "runs",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "error",
+}
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -41,8 +65,14 @@ def start(api: Any, name: str = "greet", **body: Any) -> Any:
 
 @pytest.fixture
 def greet(api: Any) -> str:
-    publish(api, "greet", [step("one", "return ctx.input.get('n', 1) * 2"),
-                           step("two", "return ctx.steps.one.output + 1")])
+    publish(
+        api,
+        "greet",
+        [
+            step("one", "return ctx.input.get('n', 1) * 2"),
+            step("two", "return ctx.steps.one.output + 1"),
+        ],
+    )
     return "greet"
 
 
@@ -103,17 +133,31 @@ def test_start_body_problems(api, greet):
     unknown = start(api, inputs={"n": 1}, priority=1)
     assert unknown.status_code == 422
     assert unknown.json["error"] == "Unknown fields in the request"
-    assert unknown.json["details"] == [{"path": "/inputs", "message": "unknown field"},
-                                       {"path": "/priority", "message": "unknown field"}]
+    assert unknown.json["details"] == [
+        {"path": "/inputs", "message": "unknown field"},
+        {"path": "/priority", "message": "unknown field"},
+    ]
 
     not_object = api.post("/api/workflows/greet/runs", json=[{"n": 1}])
     assert not_object.status_code == 422
     assert "JSON object" in not_object.json["error"]
 
-    not_json = api.post("/api/workflows/greet/runs", data="n=1",
-                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    not_json = api.post(
+        "/api/workflows/greet/runs",
+        data="n=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert not_json.status_code == 400
     assert "must be JSON" in not_json.json["error"]
+
+    broken = api.post(
+        "/api/workflows/greet/runs",
+        data='{"input": {',
+        headers={"Content-Type": "application/json"},
+    )
+    assert broken.status_code == 400
+    assert "must be JSON" in broken.json["error"]
+    assert api.get("/api/runs").json["data"] == []
 
 
 def test_start_unknown_workflow_is_404(api):
@@ -222,6 +266,7 @@ def test_list_runs_filters(api, greet):
     assert ids("workflow=other") == set(other_ids)
     assert ids("workflow=greet&status=canceled") == set(greet_ids[:2])
     assert ids("status=") == set(greet_ids + other_ids)
+    assert ids("status=paused,%20canceled,") == set(greet_ids[:3] + other_ids[:1])
 
     # Filters and paging combine.
     first = api.get("/api/runs?workflow=greet&limit=2").json
@@ -231,14 +276,17 @@ def test_list_runs_filters(api, greet):
     assert second["next_cursor"] is None
 
 
-@pytest.mark.parametrize("query, message", [
-    ("status=done", "Unknown status 'done'"),
-    ("status=pending,bogus", "Unknown status 'bogus'"),
-    ("limit=0", "limit must be between 1 and 200"),
-    ("limit=201", "limit must be between 1 and 200"),
-    ("limit=ten", "limit must be an integer"),
-    ("cursor=not-a-cursor", "cursor is not valid"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("status=done", "Unknown status 'done'"),
+        ("status=pending,bogus", "Unknown status 'bogus'"),
+        ("limit=0", "limit must be between 1 and 200"),
+        ("limit=201", "limit must be between 1 and 200"),
+        ("limit=ten", "limit must be an integer"),
+        ("cursor=not-a-cursor", "cursor is not valid"),
+    ],
+)
 def test_list_runs_bad_parameters(api, query, message):
     response = api.get(f"/api/runs?{query}")
     assert response.status_code == 422
@@ -260,7 +308,7 @@ def test_run_detail_of_a_completed_run(api, greet, work):
     response = api.get(f"/api/runs/{started['id']}")
     assert response.status_code == 200
     run = response.json
-    assert RUN_KEYS <= set(run)
+    assert set(run) >= RUN_KEYS
     assert run["id"] == started["id"]
     assert run["workflow"] == "greet"
     assert run["version"] == "v1"
@@ -297,19 +345,23 @@ def test_run_detail_of_a_pending_run(api, greet):
     assert run["started_at"] is None
     assert run["finished_at"] is None
     assert run["compute_ms"] == 0
-    assert [(s["name"], s["status"], s["runs"], s["attempts"], s["started_at"])
-            for s in run["steps"]] == [("one", "pending", 0, 0, None),
-                                       ("two", "pending", 0, 0, None)]
+    assert [
+        (s["name"], s["status"], s["runs"], s["attempts"], s["started_at"]) for s in run["steps"]
+    ] == [("one", "pending", 0, 0, None), ("two", "pending", 0, 0, None)]
     for item in run["steps"]:
         assert set(item) == STEP_KEYS
 
 
 def test_run_detail_of_a_failed_run(api, work):
-    publish(api, "fragile", [
-        step("one", "return 'ok'"),
-        step("two", "x = 1\nraise ValueError(f'boom {x}')"),
-        step("three", "return 'never'"),
-    ])
+    publish(
+        api,
+        "fragile",
+        [
+            step("one", "return 'ok'"),
+            step("two", "x = 1\nraise ValueError(f'boom {x}')"),
+            step("three", "return 'never'"),
+        ],
+    )
     started = start(api, "fragile").json
     work()
     run = api.get(f"/api/runs/{started['id']}").json
@@ -330,8 +382,11 @@ def test_run_detail_of_a_failed_run(api, work):
 
 @pytest.mark.parametrize("run_id", ["01hzzzzzzzzzzzzzzzzzzzzzzz", "nope", "x" * 26])
 def test_unknown_run_is_404(api, run_id):
-    for method, path in (("GET", f"/api/runs/{run_id}"), ("GET", f"/api/runs/{run_id}/logs"),
-                         ("POST", f"/api/runs/{run_id}/pause")):
+    for method, path in (
+        ("GET", f"/api/runs/{run_id}"),
+        ("GET", f"/api/runs/{run_id}/logs"),
+        ("POST", f"/api/runs/{run_id}/pause"),
+    ):
         response = api.request(method, path)
         assert response.status_code == 404, (method, path)
         assert response.json == {"error": f"No run with id {run_id!r}", "details": []}
@@ -341,16 +396,26 @@ def test_unknown_run_is_404(api, run_id):
 
 
 def test_logs_have_logger_and_print_lines(api, work):
-    publish(api, "chatty", [
-        step("one", "ctx.logger.info('fetching user', user_id=7)\n"
-                    "print('hello from print')\n"
-                    "print('two', 'words')\n"
-                    "ctx.logger.warning('slow response')\n"
-                    "return 1"),
-        step("two", "ctx.logger.error('bad thing', code=500, tags=['a'])\n"
-                    "ctx.logger.debug('details')\n"
-                    "return 2"),
-    ])
+    publish(
+        api,
+        "chatty",
+        [
+            step(
+                "one",
+                "ctx.logger.info('fetching user', user_id=7)\n"
+                "print('hello from print')\n"
+                "print('two', 'words')\n"
+                "ctx.logger.warning('slow response')\n"
+                "return 1",
+            ),
+            step(
+                "two",
+                "ctx.logger.error('bad thing', code=500, tags=['a'])\n"
+                "ctx.logger.debug('details')\n"
+                "return 2",
+            ),
+        ],
+    )
     run_id = start(api, "chatty").json["id"]
     work()
     response = api.get(f"/api/runs/{run_id}/logs")
@@ -367,8 +432,7 @@ def test_logs_have_logger_and_print_lines(api, work):
     assert lines[0]["fields"] == {"user_id": 7}
     assert lines[4]["fields"] == {"code": 500, "tags": ["a"]}
     for line in lines:
-        assert set(line) == {"id", "step", "attempt", "level", "message", "fields",
-                             "created_at"}
+        assert set(line) == {"id", "step", "attempt", "level", "message", "fields", "created_at"}
         assert line["attempt"] == 1
         assert ISO_UTC.match(line["created_at"])
     ids = [line["id"] for line in lines]
@@ -395,12 +459,15 @@ def test_logs_of_a_run_without_logs(api, greet):
     assert response.json == {"data": []}
 
 
-@pytest.mark.parametrize("query, message", [
-    ("after=abc", "after must be a log line id"),
-    ("limit=abc", "limit must be an integer"),
-    ("limit=0", "limit must be between 1 and 5000"),
-    ("limit=-3", "limit must be between 1 and 5000"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("after=abc", "after must be a log line id"),
+        ("limit=abc", "limit must be an integer"),
+        ("limit=0", "limit must be between 1 and 5000"),
+        ("limit=-3", "limit must be between 1 and 5000"),
+    ],
+)
 def test_logs_bad_parameters(api, greet, query, message):
     run_id = start(api).json["id"]
     response = api.get(f"/api/runs/{run_id}/logs?{query}")
@@ -418,7 +485,7 @@ def test_pause_resume_cancel(api, greet, work):
     assert paused.status_code == 200
     assert paused.json["id"] == run_id
     assert paused.json["status"] == "paused"
-    assert RUN_KEYS <= set(paused.json)
+    assert set(paused.json) >= RUN_KEYS
     # Pausing a paused run is a no-op.
     again = api.post(f"/api/runs/{run_id}/pause")
     assert again.status_code == 200
@@ -460,8 +527,9 @@ def test_cancel_a_paused_run(api, greet):
 
 @pytest.mark.parametrize("final", ["completed", "failed", "canceled"])
 def test_terminal_runs_refuse_every_action_with_409(api, work, final):
-    body = {"completed": "return 1", "failed": "raise ValueError('x')",
-            "canceled": "return 1"}[final]
+    body = {"completed": "return 1", "failed": "raise ValueError('x')", "canceled": "return 1"}[
+        final
+    ]
     publish(api, "final", [step("one", body)])
     run_id = start(api, "final").json["id"]
     if final == "canceled":
@@ -487,14 +555,18 @@ def test_unknown_action_is_404(api, greet):
 
 
 def test_no_token_is_401(client, greet):
-    for method, path in (("GET", "/api/workflows"), ("GET", "/api/runs"),
-                         ("POST", "/api/workflows/greet/runs"),
-                         ("PUT", "/api/workflows/greet")):
+    for method, path in (
+        ("GET", "/api/workflows"),
+        ("GET", "/api/runs"),
+        ("POST", "/api/workflows/greet/runs"),
+        ("PUT", "/api/workflows/greet"),
+    ):
         response = client.open(path, method=method, json={})
         assert response.status_code == 401, path
         assert response.json == {
             "error": "Authentication required: send Authorization: Bearer <token>",
-            "details": []}
+            "details": [],
+        }
 
 
 @pytest.mark.parametrize("header", ["Bearer wfc_not-a-real-token", "Bearer ", "Bearer"])
@@ -512,8 +584,11 @@ def test_wrong_token_names_the_problem(client):
 def test_revoked_token_is_401(api, greet):
     assert api.get("/api/workflows").status_code == 200
     token = api.headers["Authorization"].split()[1]
-    db.session.execute(update(ApiToken).where(ApiToken.token_hash == ApiToken.hash(token))
-                       .values(revoked_at=utcnow()))
+    db.session.execute(
+        update(ApiToken)
+        .where(ApiToken.token_hash == ApiToken.hash(token))
+        .values(revoked_at=utcnow())
+    )
     db.session.commit()
     response = api.get("/api/workflows")
     assert response.status_code == 401
@@ -549,8 +624,7 @@ def test_viewer_reads_but_cannot_act(make_api, api, greet):
     assert viewer.get(f"/api/runs/{run_id}/logs").status_code == 200
     refused = start(viewer)
     assert refused.status_code == 403
-    assert refused.json == {"error": "This needs the operator role; you are viewer",
-                            "details": []}
+    assert refused.json == {"error": "This needs the operator role; you are viewer", "details": []}
     for action in ("pause", "resume", "cancel"):
         assert viewer.post(f"/api/runs/{run_id}/{action}").status_code == 403
     assert viewer.put("/api/workflows/greet", json={"steps": [step()]}).status_code == 403
@@ -596,13 +670,15 @@ def test_session_cookie_needs_the_csrf_token(app, client, greet):
     assert refused.status_code == 400
     assert refused.json["error"].startswith("CSRF check failed")
     assert refused.json["details"] == []
-    wrong = client.post("/api/workflows/greet/runs", json={"input": {}},
-                        headers={"X-CSRFToken": "forged"})
+    wrong = client.post(
+        "/api/workflows/greet/runs", json={"input": {}}, headers={"X-CSRFToken": "forged"}
+    )
     assert wrong.status_code == 400
     assert client.get("/api/runs").json["data"] == []
 
-    accepted = client.post("/api/workflows/greet/runs", json={"input": {}},
-                           headers={"X-CSRFToken": token})
+    accepted = client.post(
+        "/api/workflows/greet/runs", json={"input": {}}, headers={"X-CSRFToken": token}
+    )
     assert accepted.status_code == 202, accepted.json
     run_id = accepted.json["id"]
     assert client.post(f"/api/runs/{run_id}/cancel").status_code == 400
@@ -610,8 +686,9 @@ def test_session_cookie_needs_the_csrf_token(app, client, greet):
     assert canceled.json["status"] == "canceled"
 
     # The session's role applies as a token's would.
-    editing = client.put("/api/workflows/greet", json={"steps": [step()]},
-                         headers={"X-CSRFToken": token})
+    editing = client.put(
+        "/api/workflows/greet", json={"steps": [step()]}, headers={"X-CSRFToken": token}
+    )
     assert editing.status_code == 403
 
 
@@ -631,6 +708,16 @@ def test_healthz(client):
     assert isinstance(data["workers"], int) and data["workers"] >= 0
 
 
+def test_healthz_reports_an_unreachable_redis(client, app):
+    app.config["REDIS_URL"] = "redis://127.0.0.1:1/0"
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    data = response.json
+    assert data["database"] == "ok"
+    assert data["redis"].startswith("error: ")
+    assert data["workers"] == 0
+
+
 def test_body_over_the_configured_limit_is_413_json(api, app, greet):
     app.config["MAX_CONTENT_LENGTH"] = 1000
     big = {"input": {"text": "x" * 2000}}
@@ -643,8 +730,9 @@ def test_body_over_the_configured_limit_is_413_json(api, app, greet):
 
 
 def test_body_over_two_megabytes_is_413(api, greet):
-    response = api.post("/api/workflows/greet/runs",
-                        json={"input": {"blob": "z" * (2 * 1024 * 1024 + 10)}})
+    response = api.post(
+        "/api/workflows/greet/runs", json={"input": {"blob": "z" * (2 * 1024 * 1024 + 10)}}
+    )
     assert response.status_code == 413
     assert response.json["error"] == "The request body is too large"
 
@@ -667,3 +755,10 @@ def test_unknown_api_paths_answer_json(api):
     assert wrong_method.status_code == 405
     assert wrong_method.is_json
     assert set(wrong_method.json) == {"error", "details"}
+
+
+def test_unknown_pages_outside_the_api_stay_html(client):
+    response = client.get("/no-such-page")
+    assert response.status_code == 404
+    assert not response.is_json
+    assert "Not Found" in response.get_data(as_text=True)

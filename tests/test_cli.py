@@ -34,20 +34,33 @@ def greet_definition(**fields: Any) -> dict[str, Any]:
         "name": "greet",
         "title": "Greet someone",
         "description": "Says hello",
-        "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}},
-                         "required": ["n"]},
-        "steps": [step("one", "return ctx.input['n'] * 2", retries=1, timeout=30),
-                  step("two", "return ctx.steps.one.output + 1")],
-        "schedules": [{"name": "daily", "cron": "0 9 * * *", "timezone": "Asia/Seoul",
-                       "input": {"n": 1}, "enabled": False}],
+        "input_schema": {
+            "type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "required": ["n"],
+        },
+        "steps": [
+            step("one", "return ctx.input['n'] * 2", retries=1, timeout=30),
+            step("two", "return ctx.steps.one.output + 1"),
+        ],
+        "schedules": [
+            {
+                "name": "daily",
+                "cron": "0 9 * * *",
+                "timezone": "Asia/Seoul",
+                "input": {"n": 1},
+                "enabled": False,
+            }
+        ],
         **fields,
     }
 
 
 @pytest.fixture
 def greet(runner: Any, tmp_path: Path) -> str:
-    result = invoke(runner, "workflows", "import", write(tmp_path, "greet.json",
-                                                          greet_definition()))
+    result = invoke(
+        runner, "workflows", "import", write(tmp_path, "greet.json", greet_definition())
+    )
     assert result.exit_code == 0, result.output
     return "greet"
 
@@ -64,8 +77,16 @@ def start_run(runner: Any, *args: str) -> str:
 
 
 def test_users_create_with_a_password(runner, client):
-    result = invoke(runner, "users", "create", "Ann@Example.com", "--role", "editor",
-                    "--password", "correct-horse")
+    result = invoke(
+        runner,
+        "users",
+        "create",
+        "Ann@Example.com",
+        "--role",
+        "editor",
+        "--password",
+        "correct-horse",
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == "Created ann@example.com (editor).\n"
     assert "correct-horse" not in result.output
@@ -81,7 +102,7 @@ def test_users_create_generates_and_prints_a_password(runner, client):
     lines = result.stdout.splitlines()
     assert lines[0] == "Created bob@example.com (viewer)."
     assert lines[1].startswith("Password: ")
-    password = lines[1][len("Password: "):]
+    password = lines[1][len("Password: ") :]
     assert len(password) >= 12
     log_in(client, "bob@example.com", password)
     assert client.get("/api/runs").status_code == 200
@@ -97,6 +118,15 @@ def test_users_create_refuses_a_duplicate(runner):
     assert [(u.email, u.role) for u in users] == [("ann@example.com", "viewer")]
 
 
+@pytest.mark.parametrize("email", ["bob", "bob@", "@example.com", "bob smith@example.com"])
+def test_users_create_refuses_what_is_not_an_email(runner, email):
+    result = invoke(runner, "users", "create", email, "--password", "pw-123456")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ")
+    assert "is not an email address" in result.stderr
+    assert db.session.scalars(select(User)).all() == []
+
+
 def test_users_create_refuses_an_unknown_role(runner):
     result = invoke(runner, "users", "create", "ann@example.com", "--role", "boss")
     assert result.exit_code == 2
@@ -108,8 +138,16 @@ def test_users_create_refuses_an_unknown_role(runner):
 
 
 def test_tokens_create_prints_a_working_token_last(runner, client, greet):
-    invoke(runner, "users", "create", "ops@example.com", "--role", "operator",
-           "--password", "pw-123456")
+    invoke(
+        runner,
+        "users",
+        "create",
+        "ops@example.com",
+        "--role",
+        "operator",
+        "--password",
+        "pw-123456",
+    )
     result = invoke(runner, "tokens", "create", "OPS@example.com")
     assert result.exit_code == 0, result.output
     token = result.stdout.splitlines()[-1]
@@ -119,17 +157,17 @@ def test_tokens_create_prints_a_working_token_last(runner, client, greet):
     listed = client.get("/api/workflows", headers=headers)
     assert listed.status_code == 200
     assert [w["name"] for w in listed.json["data"]] == ["greet"]
-    started = client.post("/api/workflows/greet/runs", json={"input": {"n": 1}},
-                          headers=headers)
+    started = client.post("/api/workflows/greet/runs", json={"input": {"n": 1}}, headers=headers)
     assert started.status_code == 202
     # The operator's token cannot edit.
-    assert client.put("/api/workflows/greet", json=greet_definition(),
-                      headers=headers).status_code == 403
+    assert (
+        client.put("/api/workflows/greet", json=greet_definition(), headers=headers).status_code
+        == 403
+    )
 
     second = invoke(runner, "tokens", "create", "ops@example.com").stdout.splitlines()[-1]
     assert second != token
-    assert client.get("/api/runs", headers={"Authorization": f"Bearer {second}"}
-                      ).status_code == 200
+    assert client.get("/api/runs", headers={"Authorization": f"Bearer {second}"}).status_code == 200
 
 
 def test_tokens_create_for_an_unknown_user(runner):
@@ -184,6 +222,15 @@ def test_workflows_import_a_file_that_is_not_json(runner, tmp_path):
     assert result.stderr.startswith(f"{path}: not JSON: line 2: ")
 
 
+def test_workflows_import_a_file_that_is_not_utf8(runner, tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"title": "Café", "steps": []}'.encode("latin-1"))
+    result = invoke(runner, "workflows", "import", str(path))
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr == f"{path}: not UTF-8 text\n"
+
+
 def test_workflows_import_a_file_that_is_not_an_object(runner, tmp_path):
     path = write(tmp_path, "list.json", [greet_definition()])
     result = invoke(runner, "workflows", "import", path)
@@ -197,8 +244,10 @@ def test_workflows_import_several_files_reports_each(runner, tmp_path, api):
     other = write(tmp_path, "other.json", {"title": "Other flow", "steps": [step()]})
     result = invoke(runner, "workflows", "import", good, bad, other)
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == [f"{good}: greet v1 (published)",
-                                          f"{other}: other_flow v1 (published)"]
+    assert result.stdout.splitlines() == [
+        f"{good}: greet v1 (published)",
+        f"{other}: other_flow v1 (published)",
+    ]
     assert f"{bad}: Invalid workflow definition" in result.stderr
     assert "  /name: must match ^[a-z][a-z0-9_]{0,62}$" in result.stderr
     names = [w["name"] for w in api.get("/api/workflows").json["data"]]
@@ -214,8 +263,7 @@ def test_workflows_import_a_missing_file(runner, tmp_path):
 def test_workflows_import_a_duplicate_label(runner, tmp_path):
     first = write(tmp_path, "a.json", greet_definition(version="release-1"))
     assert invoke(runner, "workflows", "import", first).exit_code == 0
-    second = write(tmp_path, "b.json", greet_definition(version="release-1",
-                                                        description="changed"))
+    second = write(tmp_path, "b.json", greet_definition(version="release-1", description="changed"))
     result = invoke(runner, "workflows", "import", second)
     assert result.exit_code == 1
     assert "'release-1'" in result.stderr
@@ -232,8 +280,13 @@ def test_workflows_export_round_trips(runner, tmp_path, greet, api):
     assert exported["version"] == "v1"
     assert exported["output_schema"] is None
     assert exported["steps"][0] == {
-        "name": "one", "code": code("return ctx.input['n'] * 2"), "retries": 1,
-        "retry_delay": 5, "timeout": 30, "execute_when_recovering": False}
+        "name": "one",
+        "code": code("return ctx.input['n'] * 2"),
+        "retries": 1,
+        "retry_delay": 5,
+        "timeout": 30,
+        "execute_when_recovering": False,
+    }
     version = api.get("/api/workflows/greet/versions/v1").json
     assert exported == {k: v for k, v in version.items() if k not in ("published_at", "note")}
 
@@ -247,7 +300,8 @@ def test_workflows_export_round_trips(runner, tmp_path, greet, api):
     copy = dict(exported, name="greet_copy", version=None)
     copy_path = write(tmp_path, "copy.json", copy)
     assert invoke(runner, "workflows", "import", copy_path).stdout == (
-        f"{copy_path}: greet_copy v1 (published)\n")
+        f"{copy_path}: greet_copy v1 (published)\n"
+    )
     copied = json.loads(invoke(runner, "workflows", "export", "greet_copy").stdout)
     assert dict(copied, name="greet") == exported
 
@@ -280,10 +334,18 @@ def test_workflows_list(runner, tmp_path):
     assert empty.stdout == "No workflows. Import one with: flask workflows import FILE\n"
 
     invoke(runner, "workflows", "import", write(tmp_path, "g.json", greet_definition()))
-    invoke(runner, "workflows", "import",
-           write(tmp_path, "g2.json", greet_definition(description="v2")))
-    invoke(runner, "workflows", "import",
-           write(tmp_path, "a.json", {"title": "Archive logs", "steps": [step()]}))
+    invoke(
+        runner,
+        "workflows",
+        "import",
+        write(tmp_path, "g2.json", greet_definition(description="v2")),
+    )
+    invoke(
+        runner,
+        "workflows",
+        "import",
+        write(tmp_path, "a.json", {"title": "Archive logs", "steps": [step()]}),
+    )
     result = invoke(runner, "workflows", "list")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
@@ -369,7 +431,7 @@ def test_runs_resume_then_complete(runner, greet, work):
     assert "is completed" in refused.stderr
 
 
-@pytest.mark.parametrize("value", ["{n: 1}", "{'n': 1}", "", "{\"n\": 1"])
+@pytest.mark.parametrize("value", ["{n: 1}", "{'n': 1}", "", '{"n": 1'])
 def test_runs_start_with_input_that_is_not_json(runner, greet, value, api):
     result = invoke(runner, "runs", "start", "greet", "--input", value)
     assert result.exit_code == 1
@@ -398,8 +460,7 @@ def test_runs_errors_for_unknown_names(runner, greet):
     unknown = invoke(runner, "runs", "start", "nope")
     assert unknown.exit_code == 1
     assert unknown.stderr == "Error: No workflow named 'nope'\n"
-    version = invoke(runner, "runs", "start", "greet", "--input", '{"n": 1}',
-                     "--version", "v9")
+    version = invoke(runner, "runs", "start", "greet", "--input", '{"n": 1}', "--version", "v9")
     assert version.exit_code == 1
     assert version.stderr == "Error: Workflow 'greet' has no version 'v9'\n"
     for command in ("show", "pause", "resume", "cancel"):
@@ -411,12 +472,13 @@ def test_runs_errors_for_unknown_names(runner, greet):
 @pytest.mark.slow
 def test_runs_start_wait_with_a_real_worker(runner, greet, processes, client, tmp_path):
     processes.worker()
-    result = runner.invoke(args=["runs", "start", "greet", "--input", '{"n": 20}', "--wait",
-                                 "--timeout", "60"])
+    result = runner.invoke(
+        args=["runs", "start", "greet", "--input", '{"n": 20}', "--wait", "--timeout", "60"]
+    )
     assert result.exit_code == 0, result.output + processes.output()
     lines = result.stdout.splitlines()
     assert RUN_LINE.match(lines[0])
-    body = result.stdout[result.stdout.index("{"):]
+    body = result.stdout[result.stdout.index("{") :]
     data = json.loads(body)
     assert data["status"] == "completed"
     assert data["output"] == 41
@@ -426,16 +488,18 @@ def test_runs_start_wait_with_a_real_worker(runner, greet, processes, client, tm
     failing = greet_definition()
     failing["steps"][1]["code"] = code("raise RuntimeError('nope')")
     invoke(runner, "workflows", "import", write(tmp_path, "failing.json", failing))
-    failed = runner.invoke(args=["runs", "start", "greet", "--input", '{"n": 1}', "--wait",
-                                 "--timeout", "60"])
+    failed = runner.invoke(
+        args=["runs", "start", "greet", "--input", '{"n": 1}', "--wait", "--timeout", "60"]
+    )
     assert failed.exit_code == 2, failed.output + processes.output()
-    data = json.loads(failed.stdout[failed.stdout.index("{"):])
+    data = json.loads(failed.stdout[failed.stdout.index("{") :])
     assert data["status"] == "failed"
     assert "RuntimeError: nope" in data["error"]
 
 
 def test_runs_start_wait_gives_up_without_a_worker(runner, greet):
-    result = runner.invoke(args=["runs", "start", "greet", "--input", '{"n": 1}', "--wait",
-                                 "--timeout", "0.5"])
+    result = runner.invoke(
+        args=["runs", "start", "greet", "--input", '{"n": 1}', "--wait", "--timeout", "0.5"]
+    )
     assert result.exit_code == 3
     assert result.stderr == "Still pending after 0.5 s; is a worker running?\n"

@@ -69,15 +69,20 @@ def test_bad_step_names_are_refused(api, bad_name):
     assert problems == {"/steps/0/name": "must match ^[a-z][a-z0-9_]{0,62}$"}
 
 
-@pytest.mark.parametrize("source, message", [
-    ("def run(ctx):\n    return (1\n", "line 2: '(' was never closed"),
-    ("def run(ctx):\nreturn 1\n",
-     "line 2: expected an indented block after function definition on line 1"),
-    ("def run(ctx):\n    x = 1\n     y = 2\n", "line 3: unexpected indent"),
-    # Only the compiler (not the parser) finds these two.
-    ("def run(ctx):\n    pass\n\nbreak\n", "line 4: 'break' outside loop"),
-    ("def run(ctx):\n    return 1\nreturn 2\n", "line 3: 'return' outside function"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def run(ctx):\n    return (1\n", "line 2: '(' was never closed"),
+        (
+            "def run(ctx):\nreturn 1\n",
+            "line 2: expected an indented block after function definition on line 1",
+        ),
+        ("def run(ctx):\n    x = 1\n     y = 2\n", "line 3: unexpected indent"),
+        # Only the compiler (not the parser) finds these two.
+        ("def run(ctx):\n    pass\n\nbreak\n", "line 4: 'break' outside loop"),
+        ("def run(ctx):\n    return 1\nreturn 2\n", "line 3: 'return' outside function"),
+    ],
+)
 def test_code_that_does_not_compile_is_refused_with_its_line(api, source, message):
     problems = assert_invalid(put(api, "greet", {"steps": [{"name": "one", "code": source}]}))
     assert problems == {"/steps/0/code": message}
@@ -92,29 +97,39 @@ def test_code_with_a_null_byte_names_its_line(api):
     assert "None" not in message
 
 
-@pytest.mark.parametrize("source, message", [
-    ("def main(ctx):\n    return 1\n", "the code does not define run(ctx)"),
-    ("RUN = 1\n", "the code does not define run(ctx)"),
-    ("class Step:\n    def run(self, ctx):\n        return 1\n",
-     "the code does not define run(ctx)"),
-    ("import os\n\ndef run():\n    return 1\n", "line 3: run must take one argument, ctx"),
-    ("def run(ctx, other):\n    return 1\n", "line 1: run must take one argument, ctx"),
-    ("def run(*, ctx):\n    return 1\n", "line 1: run must take one argument, ctx"),
-    ("async def run(ctx):\n    return 1\n",
-     "line 1: run(ctx) must be a plain function, not async"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def main(ctx):\n    return 1\n", "the code does not define run(ctx)"),
+        ("RUN = 1\n", "the code does not define run(ctx)"),
+        (
+            "class Step:\n    def run(self, ctx):\n        return 1\n",
+            "the code does not define run(ctx)",
+        ),
+        ("import os\n\ndef run():\n    return 1\n", "line 3: run must take one argument, ctx"),
+        ("def run(ctx, other):\n    return 1\n", "line 1: run must take one argument, ctx"),
+        ("def run(*, ctx):\n    return 1\n", "line 1: run must take one argument, ctx"),
+        (
+            "async def run(ctx):\n    return 1\n",
+            "line 1: run(ctx) must be a plain function, not async",
+        ),
+    ],
+)
 def test_code_without_run_ctx_is_refused(api, source, message):
     problems = assert_invalid(put(api, "greet", {"steps": [{"name": "one", "code": source}]}))
     assert problems == {"/steps/0/code": message}
 
 
-@pytest.mark.parametrize("source", [
-    "def run(ctx):\n    return 1\n",
-    "def run(context):\n    return 1\n",
-    "def run(ctx, extra=None):\n    return 1\n",
-    "def run(*args):\n    return 1\n",
-    "import json\n\ndef helper(x):\n    return x\n\ndef run(ctx):\n    return helper(1)\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def run(ctx):\n    return 1\n",
+        "def run(context):\n    return 1\n",
+        "def run(ctx, extra=None):\n    return 1\n",
+        "def run(*args):\n    return 1\n",
+        "import json\n\ndef helper(x):\n    return x\n\ndef run(ctx):\n    return helper(1)\n",
+    ],
+)
 def test_acceptable_run_signatures(api, source):
     response = put(api, "greet", {"steps": [{"name": "one", "code": source}]})
     assert response.status_code == 201, response.json
@@ -130,8 +145,11 @@ def test_step_code_is_required(api, value):
 def test_bad_json_schema_is_refused(api, field):
     schema = {"type": "objekt", "properties": {"n": {"minimum": "x"}}, "required": "n"}
     problems = assert_invalid(put(api, "greet", definition(**{field: schema})))
-    assert set(problems) == {f"/{field}/type", f"/{field}/properties/n/minimum",
-                             f"/{field}/required"}
+    assert set(problems) == {
+        f"/{field}/type",
+        f"/{field}/properties/n/minimum",
+        f"/{field}/required",
+    }
     assert all(m.startswith("invalid JSON Schema: ") for m in problems.values())
     assert "'x' is not of type 'number'" in problems[f"/{field}/properties/n/minimum"]
     assert "'n' is not of type 'array'" in problems[f"/{field}/required"]
@@ -149,21 +167,24 @@ def test_schema_must_be_an_object(api, schema):
     assert problems == {"/input_schema": "must be a JSON Schema object or null"}
 
 
-@pytest.mark.parametrize("settings, path, message", [
-    ({"retries": "3"}, "retries", "must be an integer"),
-    ({"retries": 1.5}, "retries", "must be an integer"),
-    ({"retries": True}, "retries", "must be an integer"),
-    ({"retries": None}, "retries", "must be an integer"),
-    ({"retries": -1}, "retries", "must be between 0 and 100"),
-    ({"retries": 101}, "retries", "must be between 0 and 100"),
-    ({"timeout": "60"}, "timeout", "must be a number"),
-    ({"timeout": False}, "timeout", "must be a number"),
-    ({"timeout": 0}, "timeout", "must be between 1 and 604800"),
-    ({"timeout": 7 * 86400 + 1}, "timeout", "must be between 1 and 604800"),
-    ({"retry_delay": "5s"}, "retry_delay", "must be a number"),
-    ({"retry_delay": -0.5}, "retry_delay", "must be between 0 and 86400"),
-    ({"execute_when_recovering": "yes"}, "execute_when_recovering", "must be true or false"),
-])
+@pytest.mark.parametrize(
+    "settings, path, message",
+    [
+        ({"retries": "3"}, "retries", "must be an integer"),
+        ({"retries": 1.5}, "retries", "must be an integer"),
+        ({"retries": True}, "retries", "must be an integer"),
+        ({"retries": None}, "retries", "must be an integer"),
+        ({"retries": -1}, "retries", "must be between 0 and 100"),
+        ({"retries": 101}, "retries", "must be between 0 and 100"),
+        ({"timeout": "60"}, "timeout", "must be a number"),
+        ({"timeout": False}, "timeout", "must be a number"),
+        ({"timeout": 0}, "timeout", "must be between 1 and 604800"),
+        ({"timeout": 7 * 86400 + 1}, "timeout", "must be between 1 and 604800"),
+        ({"retry_delay": "5s"}, "retry_delay", "must be a number"),
+        ({"retry_delay": -0.5}, "retry_delay", "must be between 0 and 86400"),
+        ({"execute_when_recovering": "yes"}, "execute_when_recovering", "must be true or false"),
+    ],
+)
 def test_bad_step_settings_are_refused(api, settings, path, message):
     problems = assert_invalid(put(api, "greet", {"steps": [step("one", **settings)]}))
     assert problems == {f"/steps/0/{path}": message}
@@ -181,15 +202,21 @@ def test_unknown_fields_are_refused(api):
     body = definition(colour="blue", stepz=[])
     body["steps"] = [dict(step("one"), retry=3)]
     problems = assert_invalid(put(api, "greet", body))
-    assert problems == {"/colour": "unknown field", "/stepz": "unknown field",
-                        "/steps/0/retry": "unknown field"}
+    assert problems == {
+        "/colour": "unknown field",
+        "/stepz": "unknown field",
+        "/steps/0/retry": "unknown field",
+    }
 
 
-@pytest.mark.parametrize("steps, message", [
-    (None, "must be a non-empty list of steps"),
-    ([], "must be a non-empty list of steps"),
-    ({"one": "def run(ctx): pass"}, "must be a non-empty list of steps"),
-])
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        (None, "must be a non-empty list of steps"),
+        ([], "must be a non-empty list of steps"),
+        ({"one": "def run(ctx): pass"}, "must be a non-empty list of steps"),
+    ],
+)
 def test_steps_are_required(api, steps, message):
     body = {"steps": steps} if steps is not None else {}
     problems = assert_invalid(put(api, "greet", body))
@@ -202,11 +229,13 @@ def test_a_step_must_be_an_object(api):
 
 
 def test_bad_schedules_are_refused(api):
-    body = definition(schedules=[
-        {"name": "daily", "cron": "every day", "timezone": "Mars/Olympus"},
-        {"name": "daily", "cron": "0 9 * * *", "input": "def make(now):\n    return {}\n"},
-        {"name": "hourly", "cron": "0 * * * *", "input": [1], "enabled": "yes", "when": 1},
-    ])
+    body = definition(
+        schedules=[
+            {"name": "daily", "cron": "every day", "timezone": "Mars/Olympus"},
+            {"name": "daily", "cron": "0 9 * * *", "input": "def make(now):\n    return {}\n"},
+            {"name": "hourly", "cron": "0 * * * *", "input": [1], "enabled": "yes", "when": 1},
+        ]
+    )
     problems = assert_invalid(put(api, "greet", body))
     assert problems == {
         "/schedules/0/cron": "must be a cron expression with 5 fields",
@@ -263,8 +292,9 @@ def test_a_definition_must_be_an_object(api, body):
 
 
 def test_a_body_that_is_not_json_is_refused(api):
-    response = api.put("/api/workflows/greet", data="steps: []",
-                       headers={"Content-Type": "text/plain"})
+    response = api.put(
+        "/api/workflows/greet", data="steps: []", headers={"Content-Type": "text/plain"}
+    )
     assert response.status_code == 400
     assert "must be JSON" in response.json["error"]
     assert response.json["details"] == []
@@ -280,13 +310,16 @@ def test_publish_must_be_a_boolean(api, publish):
 # --------------------------------------------------------------------------------- names
 
 
-@pytest.mark.parametrize("title, name", [
-    ("Send welcome email", "send_welcome_email"),
-    ("  Send   Welcome-Email!  ", "send_welcome_email"),
-    ("CRM: sync (nightly)", "crm_sync_nightly"),
-    ("2nd reminder", "w_2nd_reminder"),
-    ("Über Café", "uber_cafe"),
-])
+@pytest.mark.parametrize(
+    "title, name",
+    [
+        ("Send welcome email", "send_welcome_email"),
+        ("  Send   Welcome-Email!  ", "send_welcome_email"),
+        ("CRM: sync (nightly)", "crm_sync_nightly"),
+        ("2nd reminder", "w_2nd_reminder"),
+        ("Über Café", "uber_cafe"),
+    ],
+)
 def test_name_is_the_title_in_snake_case(runner, tmp_path, api, title, name):
     path = tmp_path / "wf.json"
     path.write_text(json.dumps({"title": title, "steps": [step()]}))
@@ -335,9 +368,16 @@ def test_put_creates_v1_then_identical_publishes_nothing_and_changed_publishes_v
     assert same.json == {"name": "greet", "version": "v1", "published": False}
 
     # Spelling out the defaults is still the same definition.
-    explicit = put(api, "greet", {"steps": [step("one", retries=0, retry_delay=5, timeout=900,
-                                                 execute_when_recovering=False)],
-                                  "schedules": []})
+    explicit = put(
+        api,
+        "greet",
+        {
+            "steps": [
+                step("one", retries=0, retry_delay=5, timeout=900, execute_when_recovering=False)
+            ],
+            "schedules": [],
+        },
+    )
     assert explicit.json == {"name": "greet", "version": "v1", "published": False}
 
     changed = put(api, "greet", {"steps": [step("one", "return 2")]})
@@ -366,7 +406,8 @@ def test_publish_false_saves_a_draft_without_a_version(api):
 
     listed = api.get("/api/workflows").json["data"]
     assert [(w["name"], w["latest_version"], w["has_draft"]) for w in listed] == [
-        ("greet", None, True)]
+        ("greet", None, True)
+    ]
     shown = api.get("/api/workflows/greet").json
     assert shown["versions"] == []
     assert shown["draft"]["title"] == "Greet (draft)"
@@ -384,10 +425,29 @@ def test_publish_false_saves_a_draft_without_a_version(api):
     assert shown["title"] == "Greet"
 
 
+def test_publishing_what_is_already_published_discards_the_draft(api):
+    put(api, "greet", definition())
+    put(api, "greet", {"steps": [step("one", "return 2")], "publish": False})
+    assert api.get("/api/workflows/greet").json["draft"] is not None
+    same = put(api, "greet", definition())
+    assert same.json == {"name": "greet", "version": "v1", "published": False}
+    shown = api.get("/api/workflows/greet").json
+    assert shown["draft"] is None
+    assert [v["label"] for v in shown["versions"]] == ["v1"]
+
+
 def test_a_draft_of_a_published_workflow_leaves_the_published_version_alone(api, work):
     put(api, "greet", definition(title="Greet", description="Says hello"))
-    draft = put(api, "greet", {"title": "Greet v2", "description": "WIP", "publish": False,
-                               "steps": [step("one", "return 'draft'")]})
+    draft = put(
+        api,
+        "greet",
+        {
+            "title": "Greet v2",
+            "description": "WIP",
+            "publish": False,
+            "steps": [step("one", "return 'draft'")],
+        },
+    )
     assert draft.status_code == 200
     assert draft.json == {"name": "greet", "version": "v1", "published": False}
 
@@ -471,10 +531,14 @@ def test_list_workflows(api):
 
 def test_get_workflow_has_the_definition_at_the_top_level_and_versions(api):
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
-    body = {"title": "Greet", "description": "Says hi", "input_schema": schema,
-            "output_schema": {"type": "integer"},
-            "steps": [step("one", "return ctx.input['n']", retries=2, timeout=30)],
-            "schedules": [{"name": "daily", "cron": "0 9 * * *", "timezone": "Asia/Seoul"}]}
+    body = {
+        "title": "Greet",
+        "description": "Says hi",
+        "input_schema": schema,
+        "output_schema": {"type": "integer"},
+        "steps": [step("one", "return ctx.input['n']", retries=2, timeout=30)],
+        "schedules": [{"name": "daily", "cron": "0 9 * * *", "timezone": "Asia/Seoul"}],
+    }
     put(api, "greet", body)
     shown = api.get("/api/workflows/greet")
     assert shown.status_code == 200
@@ -485,11 +549,25 @@ def test_get_workflow_has_the_definition_at_the_top_level_and_versions(api):
     assert data["version"] == "v1"
     assert data["input_schema"] == schema
     assert data["output_schema"] == {"type": "integer"}
-    assert data["steps"] == [{
-        "name": "one", "code": code("return ctx.input['n']"), "retries": 2,
-        "retry_delay": 5, "timeout": 30, "execute_when_recovering": False}]
-    assert data["schedules"] == [{"name": "daily", "cron": "0 9 * * *",
-                                  "timezone": "Asia/Seoul", "input": {}, "enabled": True}]
+    assert data["steps"] == [
+        {
+            "name": "one",
+            "code": code("return ctx.input['n']"),
+            "retries": 2,
+            "retry_delay": 5,
+            "timeout": 30,
+            "execute_when_recovering": False,
+        }
+    ]
+    assert data["schedules"] == [
+        {
+            "name": "daily",
+            "cron": "0 9 * * *",
+            "timezone": "Asia/Seoul",
+            "input": {},
+            "enabled": True,
+        }
+    ]
     assert len(data["versions"]) == 1
     version = data["versions"][0]
     assert {"label", "published_at", "active_runs"} <= set(version)
@@ -604,13 +682,22 @@ def test_deleting_the_latest_version_falls_back_to_the_previous(api, work):
 
 
 def test_a_run_finishes_on_the_version_it_started_with(api, work):
-    put(api, "greet", {"steps": [step("one", "return 'one-v1'"),
-                                 step("two", "return ctx.steps.one.output + ' two-v1'")]})
+    put(
+        api,
+        "greet",
+        {
+            "steps": [
+                step("one", "return 'one-v1'"),
+                step("two", "return ctx.steps.one.output + ' two-v1'"),
+            ]
+        },
+    )
     old = api.post("/api/workflows/greet/runs", json={}).json
     assert old["version"] == "v1"
 
-    published = put(api, "greet", {"steps": [step("one", "return 'one-v2'"),
-                                             step("two", "return 'two-v2'")]})
+    published = put(
+        api, "greet", {"steps": [step("one", "return 'one-v2'"), step("two", "return 'two-v2'")]}
+    )
     assert published.json["version"] == "v2"
     new = api.post("/api/workflows/greet/runs", json={}).json
     assert new["version"] == "v2"
@@ -632,8 +719,17 @@ def test_a_run_keeps_its_version_across_a_publish_between_its_steps(api, work):
     put(api, "greet", {"steps": [step("one", "return 'a'"), step("two", "return 'b'")]})
     run = api.post("/api/workflows/greet/runs", json={}).json
     api.post(f"/api/runs/{run['id']}/pause")
-    put(api, "greet", {"steps": [step("one", "return 'x'"), step("two", "return 'y'"),
-                                 step("three", "return 'z'")]})
+    put(
+        api,
+        "greet",
+        {
+            "steps": [
+                step("one", "return 'x'"),
+                step("two", "return 'y'"),
+                step("three", "return 'z'"),
+            ]
+        },
+    )
     api.post(f"/api/runs/{run['id']}/resume")
     work()
     shown = api.get(f"/api/runs/{run['id']}").json
@@ -658,5 +754,4 @@ def test_only_editors_publish(make_api):
         response = put(client, f"by_{role_name}", definition())
         assert response.status_code == expected, (role_name, response.json)
         if expected == 403:
-            assert response.json["error"] == (
-                f"This needs the editor role; you are {role_name}")
+            assert response.json["error"] == (f"This needs the editor role; you are {role_name}")

@@ -163,7 +163,7 @@ def start_run(name: str) -> Any:
 @role("viewer")
 def list_runs() -> Any:
     query = select(Run).order_by(Run.id.desc())
-    statuses = [s for s in request.args.get("status", "").split(",") if s]
+    statuses = [s.strip() for s in request.args.get("status", "").split(",") if s.strip()]
     bad = [s for s in statuses if s not in RUN_STATUSES]
     if bad:
         raise ValidationFailed(f"Unknown status {bad[0]!r}; use {', '.join(RUN_STATUSES)}")
