@@ -20,14 +20,22 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--quick", action="store_true",
-                   help="fewer repetitions and smaller batches (a smoke run, noisier)")
-    p.add_argument("--no-simple", action="store_true",
-                   help="skip the SimpleConsoleWorker throughput figures")
-    p.add_argument("--skip-throughput", action="store_true",
-                   help="only the in-process figures (a) and (c)")
-    p.add_argument("--profile", action="store_true",
-                   help="also print a cProfile of Runner.advance on N-step no-op runs")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repetitions and smaller batches (a smoke run, noisier)",
+    )
+    p.add_argument(
+        "--no-simple", action="store_true", help="skip the SimpleConsoleWorker throughput figures"
+    )
+    p.add_argument(
+        "--skip-throughput", action="store_true", help="only the in-process figures (a) and (c)"
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print a cProfile of Runner.advance on N-step no-op runs",
+    )
     p.add_argument("--output", type=Path, default=HERE / "results.json")
     p.add_argument("--keep", action="store_true", help="keep the temporary instance folder")
     return p.parse_args(argv)
@@ -71,22 +79,23 @@ def main(argv: list[str] | None = None) -> int:
         results["sqlite"] = sqlite3.sqlite_version
         log("(a) per-step engine overhead, next to one SQLite commit ...")
         results["step_overhead"], results["commit"] = inprocess.measure_step_overhead(
-            env, cfg["steps"], cfg["small_steps"], cfg["engine_rounds"],
-            cfg["commits_per_round"])
-        results["breakdown"] = inprocess.measure_breakdown(env, cfg["steps"],
-                                                           cfg["breakdown_reps"])
+            env, cfg["steps"], cfg["small_steps"], cfg["engine_rounds"], cfg["commits_per_round"]
+        )
+        results["breakdown"] = inprocess.measure_breakdown(env, cfg["steps"], cfg["breakdown_reps"])
         log("(c) replay of completed steps ...")
-        results["replay"] = inprocess.measure_replay(env, cfg["replay_sizes"],
-                                                     cfg["replay_reps"])
+        results["replay"] = inprocess.measure_replay(env, cfg["replay_sizes"], cfg["replay_reps"])
         if args.profile:
             print(inprocess.profile_engine(env, cfg["steps"], 20))
         if not args.skip_throughput:
             log("(b) throughput through RQ workers ...")
             try:
                 results["throughput"] = throughput.measure_throughput(
-                    env, batches=cfg["batches"],
-                    reps=cfg["throughput_reps"], worker_counts=cfg["worker_counts"],
-                    simple_too=cfg["simple_too"])
+                    env,
+                    batches=cfg["batches"],
+                    reps=cfg["throughput_reps"],
+                    worker_counts=cfg["worker_counts"],
+                    simple_too=cfg["simple_too"],
+                )
             except Exception:
                 for text in env.worker_logs():
                     print(text, file=sys.stderr)

@@ -8,6 +8,7 @@ every setting the app reads is overridden for this process and its children, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -158,8 +159,14 @@ class BenchEnv:
     def new_run(self, flow: Flow) -> str:
         """A pending run recorded the way ``start_run`` records it, without enqueueing it
         (the in-process measurements drive it themselves)."""
-        run = Run(workflow_id=flow.workflow_id, version_id=flow.version_id, status="pending",
-                  trigger="bench", input={}, step_count=flow.steps)
+        run = Run(
+            workflow_id=flow.workflow_id,
+            version_id=flow.version_id,
+            status="pending",
+            trigger="bench",
+            input={},
+            step_count=flow.steps,
+        )
         db.session.add(run)
         db.session.commit()
         run_id = run.id
@@ -168,8 +175,10 @@ class BenchEnv:
 
     def step_codes(self, flow: Flow) -> list[str]:
         definition = db.session.scalar(
-            select(WorkflowVersion.definition).where(WorkflowVersion.id == flow.version_id))
+            select(WorkflowVersion.definition).where(WorkflowVersion.id == flow.version_id)
+        )
         db.session.commit()
+        assert definition is not None
         return [s["code"] for s in definition["steps"]]
 
     def workflow(self, flow: Flow) -> Workflow:
@@ -185,9 +194,15 @@ class BenchEnv:
         if simple:
             args.append("--simple")
         out = open(self.logs / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(args, env=dict(os.environ, **self.env), cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            env=dict(os.environ, **self.env),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         out.close()
         self.procs.append(proc)
         return proc
@@ -200,8 +215,9 @@ class BenchEnv:
                 code = proc.wait(timeout=remaining)
             except subprocess.TimeoutExpired:
                 self.stop_workers()
-                raise RuntimeError(f"worker {proc.pid} did not finish in {timeout:g} s; "
-                                   f"logs in {self.logs}") from None
+                raise RuntimeError(
+                    f"worker {proc.pid} did not finish in {timeout:g} s; logs in {self.logs}"
+                ) from None
             if code != 0:
                 raise RuntimeError(f"worker {proc.pid} exited with {code}; logs in {self.logs}")
 
@@ -210,10 +226,8 @@ class BenchEnv:
         process group holds the worker and its work-horse, and nothing else)."""
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=10)
         self.procs = [p for p in self.procs if p.poll() is None]
 

@@ -59,12 +59,29 @@ def commit_immediate() -> None:
     db.session.commit()
 
 
+_raw: dict[str, Any] = {}
+
+
+def commit_dbapi() -> None:
+    """For reference: the same INSERT + COMMIT straight on the driver (a pooled sqlite3
+    connection with the engine's pragmas), without SQLAlchemy."""
+    raw = _raw.get("conn")
+    if raw is None:
+        raw = _raw["conn"] = db.engine.raw_connection()
+        _raw["cursor"] = raw.cursor()
+    cursor = _raw["cursor"]
+    cursor.execute("BEGIN")
+    cursor.execute("INSERT INTO bench_commit (value) VALUES (?)", ("x",))
+    cursor.execute("COMMIT")
+
+
 def setup_commit() -> None:
     db.session.execute(text(COMMIT_TABLE))
     db.session.commit()
     for _ in range(50):  # warm-up: statement cache, pool, WAL file
         commit_plain()
         commit_immediate()
+        commit_dbapi()
 
 
 def time_commits(fn: Callable[[], None], count: int) -> list[float]:
@@ -114,8 +131,9 @@ def time_engine_run(env: BenchEnv, flow: Flow) -> float:
     return elapsed
 
 
-def measure_step_overhead(env: BenchEnv, steps: int, small: int, rounds: int,
-                          commits_per_round: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def measure_step_overhead(
+    env: BenchEnv, steps: int, small: int, rounds: int, commits_per_round: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Rounds that each time one N-step engine run, one small run, the bare calls and a
     batch of commits, so that the engine and its baseline see the same machine conditions
     (this matters on a shared VM); medians over the rounds (over all commits)."""
@@ -126,15 +144,18 @@ def measure_step_overhead(env: BenchEnv, steps: int, small: int, rounds: int,
     for _ in range(3):  # warm-up: compile cache, statement caches, first-run paths
         time_engine_run(env, flow)
         time_engine_run(env, flow_small)
-    engine, engine_small, bare, plain, immediate, ratios = [], [], [], [], [], []
+    engine, engine_small, bare, plain, immediate, dbapi, ratios = [], [], [], [], [], [], []
     for _ in range(rounds):
         engine.append(time_engine_run(env, flow))
         engine_small.append(time_engine_run(env, flow_small))
         bare.append(time_bare(fns, 20))
         round_plain = time_commits(commit_plain, commits_per_round)
         immediate += time_commits(commit_immediate, commits_per_round)
+        dbapi += time_commits(commit_dbapi, commits_per_round)
         plain += round_plain
         ratios.append((engine[-1] - bare[-1]) / steps / median(round_plain))
+    _raw.pop("cursor").close()
+    _raw.pop("conn").close()
     t_engine, t_small, t_bare = median(engine), median(engine_small), median(bare)
     slope, intercept = linear_fit([small, steps], [t_small, t_engine])
     commit_us = median(plain) * 1e6
@@ -155,6 +176,7 @@ def measure_step_overhead(env: BenchEnv, steps: int, small: int, rounds: int,
     commit = {
         "commit_us": commit_us,
         "commit_immediate_us": median(immediate) * 1e6,
+        "commit_dbapi_us": median(dbapi) * 1e6,
         "commit_p90_us": sorted(plain)[int(len(plain) * 0.9)] * 1e6,
         "samples": len(plain),
     }
@@ -216,7 +238,7 @@ def measure_breakdown(env: BenchEnv, steps: int, reps: int) -> dict[str, Any]:
     try:
         for label, (module, attr) in targets.items():
             if label == heartbeat_label:
-                module.Heartbeat = TimedHeartbeat
+                module.Heartbeat = TimedHeartbeat  # type: ignore[attr-defined]
             else:
                 setattr(module, attr, wrap(label, originals[label]))
         time_engine_run(env, flow)  # warm-up
@@ -227,8 +249,9 @@ def measure_breakdown(env: BenchEnv, steps: int, reps: int) -> dict[str, Any]:
             setattr(module, attr, originals[label])
     total = sum(totals)
     parts = {label: spent.get(label, 0.0) / reps * 1e6 for label in targets}
-    parts["Runner.drive itself (4 reads, loop, ctx, outcome)"] = (
-        total / reps * 1e6 - sum(parts.values()))
+    parts["Runner.drive itself (4 reads, loop, ctx, outcome)"] = total / reps * 1e6 - sum(
+        parts.values()
+    )
     return {
         "steps": steps,
         "reps": reps,
@@ -245,10 +268,15 @@ def crash(run_id: str) -> None:
     """Put a run back where a worker that died mid-run leaves it: running on an expired
     lease (its checkpoints stay), so that the next ``advance()`` claims it and replays."""
     db.session.execute(
-        update(Run).where(Run.id == run_id).values(
-            status="running", lease_owner="bench:dead-worker",
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            status="running",
+            lease_owner="bench:dead-worker",
             lease_expires_at=utcnow() - timedelta(seconds=1),
-            finished_at=None, output=None)
+            finished_at=None,
+            output=None,
+        )
     )
     db.session.commit()
 
@@ -281,8 +309,10 @@ def measure_replay(env: BenchEnv, sizes: list[int], reps: int) -> dict[str, Any]
         if executed:
             raise RuntimeError(f"a replay executed {executed} completed step(s)")
         rows = db.session.scalar(
-            select(func.count()).select_from(StepRun).where(StepRun.run_id == run_id,
-                                                            StepRun.status == "completed"))
+            select(func.count())
+            .select_from(StepRun)
+            .where(StepRun.run_id == run_id, StepRun.status == "completed")
+        )
         db.session.commit()
         if rows != size:
             raise RuntimeError(f"run {run_id}: {rows} completed steps, expected {size}")

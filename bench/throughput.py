@@ -40,7 +40,7 @@ def enqueue_runs(env: BenchEnv, flow: Flow, count: int) -> tuple[list[str], list
         run, created = domain.start_run(workflow, {}, trigger="bench")
         assert created
         run_ids.append(run.id)
-    job_ids = list(db.session.scalars(select(Run.job_id).where(Run.id.in_(run_ids))))
+    job_ids = [str(j) for j in db.session.scalars(select(Run.job_id).where(Run.id.in_(run_ids)))]
     db.session.commit()
     db.session.expunge_all()
     return run_ids, job_ids
@@ -52,7 +52,10 @@ def enqueue_raw(env: BenchEnv, count: int) -> list[str]:
 
 
 def rates(jobs: list[Job]) -> dict[str, Any]:
-    spans = [(j.started_at.timestamp(), j.ended_at.timestamp(), j.worker_name) for j in jobs]
+    spans = []
+    for j in jobs:
+        assert j.started_at is not None and j.ended_at is not None, j.id
+        spans.append((j.started_at.timestamp(), j.ended_at.timestamp(), j.worker_name))
     first = min(s for s, _, _ in spans)
     last = max(e for _, e, _ in spans)
     result: dict[str, Any] = {"span_s": last - first, "span_per_s": len(jobs) / (last - first)}
@@ -61,7 +64,8 @@ def rates(jobs: list[Job]) -> dict[str, Any]:
         by_worker.setdefault(worker or "?", []).append((start, end))
     result["jobs_by_worker"] = sorted(len(v) for v in by_worker.values())
     result["worker_first_job_offset_s"] = sorted(
-        round(min(s for s, _ in v) - first, 3) for v in by_worker.values())
+        round(min(s for s, _ in v) - first, 3) for v in by_worker.values()
+    )
     busy_from = max(min(s for s, _ in v) for v in by_worker.values())
     busy_until = min(max(e for _, e in v) for v in by_worker.values())
     inside = [1 for s, e, _ in spans if s >= busy_from and e <= busy_until]
@@ -74,8 +78,9 @@ def rates(jobs: list[Job]) -> dict[str, Any]:
     return result
 
 
-def batch(env: BenchEnv, kind: str, simple: bool, workers: int, count: int,
-          flow: Flow) -> dict[str, Any]:
+def batch(
+    env: BenchEnv, kind: str, simple: bool, workers: int, count: int, flow: Flow
+) -> dict[str, Any]:
     if kind == "engine":
         run_ids, job_ids = enqueue_runs(env, flow, count)
     else:
@@ -89,11 +94,16 @@ def batch(env: BenchEnv, kind: str, simple: bool, workers: int, count: int,
     missing = sum(1 for j in jobs if j is None)
     unfinished = [j.id for j in jobs if j is not None and j.get_status() != JobStatus.FINISHED]
     if missing or unfinished:
-        raise RuntimeError(f"{kind} batch: {missing} job(s) expired, {len(unfinished)} not "
-                           f"finished (e.g. {unfinished[:3]}); logs in {env.logs}")
+        raise RuntimeError(
+            f"{kind} batch: {missing} job(s) expired, {len(unfinished)} not "
+            f"finished (e.g. {unfinished[:3]}); logs in {env.logs}"
+        )
     if run_ids:
-        done = db.session.scalar(select(func.count()).select_from(Run).where(
-            Run.id.in_(run_ids), Run.status == "completed"))
+        done = db.session.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.id.in_(run_ids), Run.status == "completed")
+        )
         db.session.commit()
         if done != len(run_ids):
             raise RuntimeError(f"only {done} of {len(run_ids)} runs completed")
@@ -103,13 +113,23 @@ def batch(env: BenchEnv, kind: str, simple: bool, workers: int, count: int,
     return result
 
 
-def measure_throughput(env: BenchEnv, *, batches: dict[str, dict[str, int]], reps: int,
-                       worker_counts: list[int], simple_too: bool,
-                       engine_steps: int = 10) -> dict[str, Any]:
+def measure_throughput(
+    env: BenchEnv,
+    *,
+    batches: dict[str, dict[str, int]],
+    reps: int,
+    worker_counts: list[int],
+    simple_too: bool,
+    engine_steps: int = 10,
+) -> dict[str, Any]:
     flow = env.define(f"bench_noop_{engine_steps}", engine_steps)
     classes = [("forking", False)] + ([("simple", True)] if simple_too else [])
-    out: dict[str, Any] = {"engine_steps": engine_steps, "batches": batches, "reps": reps,
-                           "configs": {}}
+    out: dict[str, Any] = {
+        "engine_steps": engine_steps,
+        "batches": batches,
+        "reps": reps,
+        "configs": {},
+    }
     samples: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for rep in range(reps):
         for cls_name, simple in classes:
@@ -118,10 +138,12 @@ def measure_throughput(env: BenchEnv, *, batches: dict[str, dict[str, int]], rep
                     count = batches[cls_name][kind]
                     res = batch(env, kind, simple, workers, count, flow)
                     samples.setdefault((cls_name, workers, kind), []).append(res)
-                    log(f"throughput rep {rep + 1}/{reps} {cls_name} x{workers} {kind}: "
+                    log(
+                        f"throughput rep {rep + 1}/{reps} {cls_name} x{workers} {kind}: "
                         f"{res['steady_per_s']:.1f}/s (span {res['span_per_s']:.1f}/s, "
                         f"wall {res['wall_s']:.2f} s, per worker {res['jobs_by_worker']}, "
-                        f"workers' first job at +{res['worker_first_job_offset_s']} s)")
+                        f"workers' first job at +{res['worker_first_job_offset_s']} s)"
+                    )
     for cls_name, _ in classes:
         for workers in worker_counts:
             eng = samples[(cls_name, workers, "engine")]
@@ -129,8 +151,7 @@ def measure_throughput(env: BenchEnv, *, batches: dict[str, dict[str, int]], rep
             e_rate = median([r["steady_per_s"] for r in eng])
             r_rate = median([r["steady_per_s"] for r in raw])
             out["configs"][f"{cls_name}_x{workers}"] = {
-                "worker_class": "ConsoleWorker" if cls_name == "forking" else
-                "SimpleConsoleWorker",
+                "worker_class": "ConsoleWorker" if cls_name == "forking" else "SimpleConsoleWorker",
                 "workers": workers,
                 "engine_runs_per_s": e_rate,
                 "raw_jobs_per_s": r_rate,

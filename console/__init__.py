@@ -44,6 +44,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(api_bp)  # the API checks CSRF itself for cookie sessions (see api.routes)
     cli.init_app(app)
 
+    @app.template_filter("utc")
+    def _utc(value: str | None) -> str:
+        """Server-side fallback; console.js shows the viewer's own timezone."""
+        return (value or "").replace("T", " ").split(".")[0].replace("Z", "") + " UTC"
+
     @app.teardown_appcontext
     def _end_session(exc: BaseException | None) -> None:
         db.session.remove()

@@ -70,7 +70,8 @@ def _unauthorised() -> Any:
         message = ("Invalid or revoked API token" if g.get("bad_token")
                    else "Authentication required: send Authorization: Bearer <token>")
         return jsonify(error=message, details=[]), 401
-    return redirect(url_for("main.login", next=request.full_path))
+    target = request.full_path if request.query_string else request.path
+    return redirect(url_for("main.login", next=target))
 
 
 def role(name: str) -> Callable[[F], F]:

@@ -63,7 +63,7 @@ def enqueue_run(run_id: str) -> str | None:
         update(Run)
         .where(Run.id == run_id, Run.status.not_in(tuple(TERMINAL)))
         .values(job_id=job_id, enqueued_at=utcnow())
-    ).rowcount
+    ).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     if not recorded:
         return None  # canceled or finished meanwhile: nothing is enqueued after a cancel

@@ -7,9 +7,9 @@ it is not running. A file lock makes concurrent starters agree on one server.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
-import os
 import subprocess
 import tempfile
 import time
@@ -83,10 +83,9 @@ def ensure_embedded(instance_path: str, timeout: float = 15.0) -> str:
 def stop_embedded(instance_path: str) -> None:
     sock = socket_path(instance_path)
     if _ping(sock):
-        try:
+        # shutdown closes the connection by design
+        with contextlib.suppress(redis.ConnectionError):
             redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=False)
-        except redis.ConnectionError:
-            pass  # shutdown closes the connection by design
     pid_file = Path(instance_path) / "redis.pid"
     deadline = time.monotonic() + 5
     while pid_file.exists() and time.monotonic() < deadline:

@@ -142,7 +142,7 @@ def _check_payload_size(value: Any, what: str) -> None:
 
 def _act(run_id: str, stmt: Any) -> tuple[Run, bool]:
     write_transaction()
-    changed = db.session.execute(stmt).rowcount == 1
+    changed = db.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
     db.session.commit()
     run = get_run(run_id)
     db.session.refresh(run)
@@ -199,7 +199,7 @@ def cancel_run(run_id: str) -> Run:
                 paused_from=None, error="Canceled")
     )
     write_transaction()
-    changed = db.session.execute(stmt).rowcount == 1
+    changed = db.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
     if changed:
         db.session.execute(
             update(StepRun)
@@ -248,7 +248,7 @@ def claim_run(run_id: str, owner: str) -> bool:
         )
     )
     write_transaction()
-    claimed = db.session.execute(stmt).rowcount == 1
+    claimed = db.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
     db.session.commit()
     return claimed
 
@@ -260,7 +260,7 @@ def renew_lease(conn: Any, run_id: str, owner: str, seconds: float) -> bool:
         .where(Run.id == run_id, Run.lease_owner == owner)
         .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
     )
-    return bool(result.rowcount == 1)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _fence(claim: Claim, **values: Any) -> str | None:
@@ -401,7 +401,7 @@ def continue_after_boundary(claim: Claim, status: str) -> bool:
             .where(Run.id == claim.run_id, Run.lease_owner == claim.owner,
                    Run.status == "pending")
             .values(status="running")
-        ).rowcount == 1
+        ).rowcount == 1  # type: ignore[attr-defined]
         db.session.commit()
         if taken:
             return True

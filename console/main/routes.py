@@ -3,15 +3,18 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from rq import Worker
 from sqlalchemy import func, select, text
 
 from ..auth import public, role
+from ..errors import NotFound
 from ..extensions import db
-from ..models import Run, User, Workflow
+from ..models import LogLine, Run, User, Workflow
 from ..queueing import get_redis
+from ..runs import get_run
+from ..serialize import run_detail
 from . import bp
 from .forms import EmptyForm, LoginForm
 
@@ -56,6 +59,20 @@ def index() -> Any:
     counts = dict(db.session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
     workflows = db.session.scalar(select(func.count()).select_from(Workflow))
     return render_template("main/index.html", counts=counts, workflows=workflows,
+                           logout_form=EmptyForm())
+
+
+@bp.get("/runs/<run_id>")
+@role("viewer")
+def run_page(run_id: str) -> Any:
+    """A plain view of one run; the live run page arrives with the Tasks page."""
+    try:
+        run = get_run(run_id)
+    except NotFound:
+        abort(404)
+    logs = db.session.scalars(select(LogLine).where(LogLine.run_id == run.id)
+                              .order_by(LogLine.id).limit(2000)).all()
+    return render_template("main/run.html", run=run_detail(run), logs=logs,
                            logout_form=EmptyForm())
 
 
