@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from flask import Flask
+from flask import Flask, g
 from flask.testing import FlaskClient
 
 from console import create_app
@@ -113,6 +113,13 @@ def app_env(backend: str, tmp_path: Path, redis_url: str, request: pytest.Fixtur
 def app(app_env: dict[str, str], redis_conn: redis_lib.Redis) -> Iterator[Flask]:
     redis_conn.flushall()
     app = create_app({"TESTING": True})
+
+    @app.before_request
+    def _fresh_g() -> None:
+        # The fixture keeps an app context pushed and Flask reuses it for test requests, so
+        # ``g`` (Flask-Login's cached user, the token flags) would leak between requests.
+        for name in ("_login_user", "token_auth", "bad_token"):
+            g.pop(name, None)
     with app.app_context():
         db.create_all()
     set_app(app)

@@ -1,38 +1,11 @@
-"""Helpers shared by the API, definition and CLI tests.
-
-``fresh_requests`` works around state leaking between requests: the ``app`` fixture keeps
-one app context pushed for the whole test, and Flask reuses an already pushed app context for
-a test client's request, so ``g`` (where Flask-Login caches the current user, and where
-``load_user_from_token`` notes ``token_auth``/``bad_token``) survives from one request to the
-next. Without the reset a second client with another token, or with no token at all, is
-served as the first one, and a session-cookie request after a bearer-token one skips the CSRF
-check.
-
-Import it into a test module (``from .support import fresh_requests``) to make it autouse
-there.
-"""
+"""Helpers shared by the API, definition and CLI tests."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from flask import Flask, g
 from flask.testing import FlaskClient
-
-REQUEST_GLOBALS = ("_login_user", "token_auth", "bad_token")
-
-
-@pytest.fixture(autouse=True)
-def fresh_requests(app: Flask) -> Iterator[None]:
-    @app.before_request
-    def _fresh_g() -> None:
-        for name in REQUEST_GLOBALS:
-            g.pop(name, None)
-
-    yield
 
 
 def code(body: str = "return 1") -> str:

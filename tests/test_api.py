@@ -13,7 +13,7 @@ from console.models import ApiToken, User
 from console.timeutil import utcnow
 from tests.conftest import run_status
 
-from .support import code, details_by_path, fresh_requests, log_in, step  # noqa: F401
+from .support import details_by_path, log_in, step
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 RUN_KEYS = {

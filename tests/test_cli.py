@@ -14,7 +14,7 @@ from console.extensions import db
 from console.models import User
 from tests.conftest import run_status
 
-from .support import code, fresh_requests, log_in, step  # noqa: F401
+from .support import code, log_in, step
 
 RUN_LINE = re.compile(r"^Started run ([0-9a-z]{26}) \((\w+) (\S+)\)$", re.M)
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run_status
 
-from .support import code, details_by_path, fresh_requests, step  # noqa: F401
+from .support import code, details_by_path, step
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
