@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg: dict[str, Any] = {
         "steps": 50,
         "small_steps": 10,
-        "engine_rounds": 7 if quick else 21,
+        "engine_rounds": 9 if quick else 31,
         "commits_per_round": 50 if quick else 100,
         "breakdown_reps": 3 if quick else 5,
         "replay_sizes": [10, 50, 100, 200],
-        "replay_reps": 5 if quick else 15,
+        "replay_reps": 10 if quick else 40,
         # Batches per worker class: a forked work-horse per job is ~10x slower than a
         # SimpleWorker on a small VM, so its batches are smaller (each batch ~5 s).
         "batches": {

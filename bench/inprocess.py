@@ -131,12 +131,19 @@ def time_engine_run(env: BenchEnv, flow: Flow) -> float:
     return elapsed
 
 
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def measure_step_overhead(
     env: BenchEnv, steps: int, small: int, rounds: int, commits_per_round: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Rounds that each time one N-step engine run, one small run, the bare calls and a
-    batch of commits, so that the engine and its baseline see the same machine conditions
-    (this matters on a shared VM); medians over the rounds (over all commits)."""
+    batch of commits of each kind, so that the engine and its baselines see the same machine
+    conditions (a shared VM's speed drifts by tens of percent). A round's commit figure is
+    the batch's mean, like the engine's (a run is a batch of steps): WAL checkpoints and
+    slow patches count in both. Figures are medians over the rounds; the ratio is the median
+    of the rounds' ratios."""
     flow = env.define(f"bench_noop_{steps}", steps)
     flow_small = env.define(f"bench_noop_{small}", small)
     fns = bare_functions(env, flow)
@@ -144,41 +151,54 @@ def measure_step_overhead(
     for _ in range(3):  # warm-up: compile cache, statement caches, first-run paths
         time_engine_run(env, flow)
         time_engine_run(env, flow_small)
-    engine, engine_small, bare, plain, immediate, dbapi, ratios = [], [], [], [], [], [], []
+    engine: list[float] = []
+    engine_small: list[float] = []
+    bare: list[float] = []
+    plain: list[float] = []
+    immediate: list[float] = []
+    dbapi: list[float] = []
+    per_op: list[float] = []
+    overhead: list[float] = []
+    ratios: list[float] = []
     for _ in range(rounds):
         engine.append(time_engine_run(env, flow))
         engine_small.append(time_engine_run(env, flow_small))
         bare.append(time_bare(fns, 20))
-        round_plain = time_commits(commit_plain, commits_per_round)
-        immediate += time_commits(commit_immediate, commits_per_round)
-        dbapi += time_commits(commit_dbapi, commits_per_round)
-        plain += round_plain
-        ratios.append((engine[-1] - bare[-1]) / steps / median(round_plain))
+        batch = time_commits(commit_plain, commits_per_round)
+        per_op += batch
+        plain.append(mean(batch))
+        immediate.append(mean(time_commits(commit_immediate, commits_per_round)))
+        dbapi.append(mean(time_commits(commit_dbapi, commits_per_round)))
+        overhead.append((engine[-1] - bare[-1]) / steps)
+        ratios.append(overhead[-1] / plain[-1])
     _raw.pop("cursor").close()
     _raw.pop("conn").close()
     t_engine, t_small, t_bare = median(engine), median(engine_small), median(bare)
-    slope, intercept = linear_fit([small, steps], [t_small, t_engine])
-    commit_us = median(plain) * 1e6
+    slopes = [(e - s) / (steps - small) for e, s in zip(engine, engine_small, strict=True)]
+    fixed = [e - slope * steps for e, slope in zip(engine, slopes, strict=True)]
     step = {
         "steps": steps,
         "rounds": rounds,
         "engine_run_ms": t_engine * 1e3,
-        "engine_run_ms_all": [round(t * 1e3, 3) for t in engine],
         "bare_run_us": t_bare * 1e6,
-        "per_step_overhead_us": (t_engine - t_bare) / steps * 1e6,
-        "marginal_step_us": slope * 1e6,
-        "fixed_run_us": intercept * 1e6,
+        "per_step_overhead_us": median(overhead) * 1e6,
+        "ratio_to_commit": median(ratios),
+        "marginal_step_us": median(slopes) * 1e6,
+        "fixed_run_us": median(fixed) * 1e6,
         "small_steps": small,
         "engine_small_run_ms": t_small * 1e3,
+        "engine_run_ms_all": [round(t * 1e3, 3) for t in engine],
         "engine_small_run_ms_all": [round(t * 1e3, 3) for t in engine_small],
         "per_round_ratio_to_commit": [round(r, 3) for r in ratios],
     }
     commit = {
-        "commit_us": commit_us,
+        "commit_us": median(plain) * 1e6,
         "commit_immediate_us": median(immediate) * 1e6,
         "commit_dbapi_us": median(dbapi) * 1e6,
-        "commit_p90_us": sorted(plain)[int(len(plain) * 0.9)] * 1e6,
-        "samples": len(plain),
+        "commit_per_op_median_us": median(per_op) * 1e6,
+        "commit_per_op_p90_us": sorted(per_op)[int(len(per_op) * 0.9)] * 1e6,
+        "commits_per_round": commits_per_round,
+        "commit_us_all": [round(t * 1e6, 1) for t in plain],
     }
     return step, commit
 
@@ -294,10 +314,10 @@ def time_replay(run_id: str) -> float:
 
 
 def measure_replay(env: BenchEnv, sizes: list[int], reps: int) -> dict[str, Any]:
-    """Replay runs whose steps are all completed, at several sizes (interleaved); the slope
-    of the time against the number of completed steps is the cost of one replayed step (one
-    more row in the checkpoint query, one skip in the loop); the intercept is the fixed cost
-    of a replay (claim, reads, finish)."""
+    """Replay runs whose steps are all completed, at several sizes, in rounds that replay
+    each size once. A round's slope of time against the number of completed steps is the
+    cost of one replayed step (one more row in the checkpoint query, one skip in the loop),
+    its intercept the fixed cost of a replay (claim, reads, finish); medians over rounds."""
     runs = {}
     for size in sizes:
         flow = env.define(f"bench_noop_{size}", size)
@@ -320,19 +340,24 @@ def measure_replay(env: BenchEnv, sizes: list[int], reps: int) -> dict[str, Any]
             time_replay(run_id)
         runs[size] = run_id
     samples: dict[int, list[float]] = {size: [] for size in sizes}
+    slopes, intercepts = [], []
     for _ in range(reps):
         for size in sizes:
             samples[size].append(time_replay(runs[size]))
+        slope, intercept = linear_fit(sizes, [samples[size][-1] for size in sizes])
+        slopes.append(slope)
+        intercepts.append(intercept)
     medians = {size: median(v) for size, v in samples.items()}
-    slope, intercept = linear_fit(list(medians), list(medians.values()))
     largest = max(sizes)
     return {
         "sizes": sizes,
         "reps": reps,
         "replay_ms_by_size": {str(k): v * 1e3 for k, v in medians.items()},
-        "per_completed_step_us": slope * 1e6,
-        "fixed_replay_us": intercept * 1e6,
+        "per_completed_step_us": median(slopes) * 1e6,
+        "fixed_replay_us": median(intercepts) * 1e6,
+        "slope_of_medians_us": linear_fit(sizes, list(medians.values()))[0] * 1e6,
         "amortized_per_step_us_at_largest": medians[largest] / largest * 1e6,
+        "per_round_slope_us": [round(x * 1e6, 2) for x in slopes],
     }
 
 

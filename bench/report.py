@@ -11,10 +11,10 @@ AIM_REPLAY_US = 10.0  # < 10 us per replayed completed step
 
 def verdicts(results: dict[str, Any]) -> dict[str, Any]:
     aims: dict[str, Any] = {}
-    step, commit = results["step_overhead"], results["commit"]
-    ratio = step["per_step_overhead_us"] / commit["commit_us"]
+    ratio = results["step_overhead"]["ratio_to_commit"]
     aims["step_overhead_vs_commit"] = {
-        "aim": f"per-step overhead <= {AIM_STEP_VS_COMMIT:g} x one SQLite commit",
+        "aim": f"per-step overhead <= {AIM_STEP_VS_COMMIT:g} x one SQLite commit "
+        "(median of per-round ratios)",
         "value": ratio,
         "limit": AIM_STEP_VS_COMMIT,
         "pass": ratio <= AIM_STEP_VS_COMMIT,
@@ -62,7 +62,7 @@ def table(results: dict[str, Any]) -> str:
     row(
         f"(a) engine overhead per step ({n} no-op steps)",
         f"{step['per_step_overhead_us']:.1f} us",
-        f"1 commit {commit['commit_us']:.1f} us",
+        f"1 commit {commit['commit_us']:.1f} us",  # the ratio: median of per-round ratios
         f"{a['value']:.2f}x",
         f"<= {AIM_STEP_VS_COMMIT:g}x",
         _verdict(a["pass"]),
@@ -72,11 +72,12 @@ def table(results: dict[str, Any]) -> str:
     row(
         f"    marginal per step ({step['small_steps']} -> {n} steps)",
         f"{step['marginal_step_us']:.1f} us",
-        "",
-        f"{step['marginal_step_us'] / commit['commit_us']:.2f}x",
     )
     row("    fixed per run (claim, reads, finish)", f"{step['fixed_run_us']:.0f} us")
-    row("    baseline: 1 SQLite WAL commit (INSERT+COMMIT)", f"{commit['commit_us']:.1f} us")
+    row(
+        "    baseline: 1 SQLite WAL commit (INSERT+COMMIT, batch mean)",
+        f"{commit['commit_us']:.1f} us",
+    )
     row("    baseline: same with BEGIN IMMEDIATE", f"{commit['commit_immediate_us']:.1f} us")
     row("    reference: same on the bare sqlite3 driver", f"{commit['commit_dbapi_us']:.1f} us")
 

@@ -84,6 +84,8 @@ class Workflow(db.Model):  # type: ignore[name-defined]
     name: Mapped[str] = mapped_column(String(63), unique=True)
     title: Mapped[str] = mapped_column(String(200), default="")
     description: Mapped[str] = mapped_column(Text, default="")
+    # Rotating this nonce changes the webhook URL (its secret is derived from it).
+    webhook_nonce: Mapped[str | None] = mapped_column(String(64))
     # The unpublished definition being edited (``"publish": false``), if any.
     draft: Mapped[dict | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -196,6 +198,11 @@ class StepRun(db.Model):  # type: ignore[name-defined]
     runs: Mapped[int] = mapped_column(default=1)
     resume_data: Mapped[Any] = mapped_column(Json, nullable=True)
     timed_out: Mapped[bool] = mapped_column(default=False)
+    # Why a sleeping step sleeps: "retry" (backoff), "rerun" (ctx.flow.rerun) or "wait".
+    sleep_reason: Mapped[str | None] = mapped_column(String(10))
+    # ctx.run.context and ctx.run.callback_request for the step's next execution.
+    context: Mapped[Any] = mapped_column(Json, nullable=True)
+    callback_request: Mapped[Any] = mapped_column(Json, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int | None]
@@ -229,3 +236,51 @@ class LogLine(db.Model):  # type: ignore[name-defined]
     message: Mapped[str] = mapped_column(Text)
     fields: Mapped[dict | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Waitpoint(db.Model):  # type: ignore[name-defined]
+    """What a step execution waits on: its resume and cancel links and their outcome.
+
+    Created when the step calls ``ctx.flow.suspend`` or ``ctx.flow.rerun`` (committed at once,
+    so a link clicked before the step ends is kept). ``state`` changes once, from ``open``.
+    """
+
+    __tablename__ = "waitpoints"
+    __table_args__ = (UniqueConstraint("run_id", "step_name", "runs", "kind"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step_name: Mapped[str] = mapped_column(String(63))
+    runs: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(10))
+    resume_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    cancel_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # open, resumed, canceled, timed_out, or closed (over with no outcome)
+    state: Mapped[str] = mapped_column(String(10), default="open")
+    payload: Mapped[Any] = mapped_column(Json, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(db.Model):  # type: ignore[name-defined]
+    """An email a step sent (or tried to): one row per step execution and call."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("run_id", "step_name", "runs", "seq"),
+                      Index("ix_outbox_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_name: Mapped[str] = mapped_column(String(63))
+    runs: Mapped[int]
+    seq: Mapped[int]
+    recipients: Mapped[list[str]] = mapped_column(Json)
+    subject: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    # sending, sent, kept (no mail server configured) or failed
+    status: Mapped[str] = mapped_column(String(10), default="sending")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
