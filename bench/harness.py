@@ -222,10 +222,18 @@ class BenchEnv:
                 raise RuntimeError(f"worker {proc.pid} exited with {code}; logs in {self.logs}")
 
     def stop_workers(self) -> None:
-        """Kill the worker processes this benchmark started (each in its own session, so its
-        process group holds the worker and its work-horse, and nothing else)."""
+        """Kill the worker processes this benchmark started. RQ 3 puts a work-horse in a
+        process group of its own, so the worker is stopped first and its children killed by pid,
+        then the worker's group."""
         for proc in self.procs:
             if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGSTOP)
+                children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                with contextlib.suppress(OSError):
+                    for child in children.read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(child), signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)

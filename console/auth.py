@@ -42,7 +42,7 @@ def load_user_from_token(req: Any) -> User | None:
     header = req.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return None
-    token = header[len("Bearer "):].strip()
+    token = header[len("Bearer ") :].strip()
     row = db.session.scalar(select(ApiToken).filter_by(token_hash=ApiToken.hash(token)))
     if row is None or row.revoked_at is not None or not row.user.active:
         g.bad_token = True
@@ -55,8 +55,7 @@ def load_user_from_token(req: Any) -> User | None:
         # under concurrent requests instead of waiting.
         token_id = row.id
         write_transaction()
-        db.session.execute(update(ApiToken).where(ApiToken.id == token_id)
-                           .values(last_used_at=now))
+        db.session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
         db.session.commit()
     return user
 
@@ -67,8 +66,11 @@ def wants_json() -> bool:
 
 def _unauthorised() -> Any:
     if wants_json():
-        message = ("Invalid or revoked API token" if g.get("bad_token")
-                   else "Authentication required: send Authorization: Bearer <token>")
+        message = (
+            "Invalid or revoked API token"
+            if g.get("bad_token")
+            else "Authentication required: send Authorization: Bearer <token>"
+        )
         return jsonify(error=message, details=[]), 401
     target = request.full_path if request.query_string else request.path
     return redirect(url_for("main.login", next=target))
@@ -102,8 +104,9 @@ def public(view: F) -> F:
     return view
 
 
-def create_user(email: str, role_name: str = "viewer", password: str | None = None) -> tuple[
-        User, str]:
+def create_user(
+    email: str, role_name: str = "viewer", password: str | None = None
+) -> tuple[User, str]:
     if role_name not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     email = email.strip().lower()
@@ -122,7 +125,8 @@ def create_user(email: str, role_name: str = "viewer", password: str | None = No
 
 def create_token(user: User, name: str = "") -> str:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(user=user, name=name, prefix=token[:12],
-                            token_hash=ApiToken.hash(token)))
+    db.session.add(
+        ApiToken(user=user, name=name, prefix=token[:12], token_hash=ApiToken.hash(token))
+    )
     db.session.commit()
     return token

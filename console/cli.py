@@ -80,8 +80,10 @@ def users_ensure_admin() -> None:
         and current_app.config.get("CONSOLE_ADMIN_PASSWORD")
     ):
         if not db.session.scalar(select(func.count()).select_from(User)):
-            click.echo("No users yet: set CONSOLE_ADMIN_EMAIL and CONSOLE_ADMIN_PASSWORD, or run "
-                       "flask users create EMAIL --role admin")
+            click.echo(
+                "No users yet: set CONSOLE_ADMIN_EMAIL and CONSOLE_ADMIN_PASSWORD, or run "
+                "flask users create EMAIL --role admin"
+            )
         return
     message = ensure_admin()
     click.echo(message or "Users exist; nothing to do.")
@@ -150,8 +152,9 @@ def workflows_list() -> None:
         click.echo("No workflows. Import one with: flask workflows import FILE")
     for workflow in workflows:
         s = workflow_summary(workflow)
-        click.echo(f"{s['name']:<32} {s['latest_version'] or '-':<8} {s['steps']} steps  "
-                   f"{s['title']}")
+        click.echo(
+            f"{s['name']:<32} {s['latest_version'] or '-':<8} {s['steps']} steps  {s['title']}"
+        )
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -163,15 +166,15 @@ def workflows_list() -> None:
 @click.option("--version", "label", default=None)
 @click.option("--wait", is_flag=True, help="Wait for the run to end and print it.")
 @click.option("--timeout", default=600.0, help="Seconds to wait with --wait.")
-def runs_start(name: str, input_json: str, label: str | None, wait: bool,
-               timeout: float) -> None:
+def runs_start(name: str, input_json: str, label: str | None, wait: bool, timeout: float) -> None:
     try:
         data = json.loads(input_json)
     except json.JSONDecodeError as exc:
         fail(ValueError(f"--input is not JSON: {exc.msg} at column {exc.colno}"))
     try:
-        run, _ = domain.start_run(domain.get_workflow(name), data, version=label,
-                                  trigger="manual", user="cli")
+        run, _ = domain.start_run(
+            domain.get_workflow(name), data, version=label, trigger="manual", user="cli"
+        )
     except ConsoleError as exc:
         fail(exc)
     click.echo(f"Started run {run.id} ({name} {run.version.label})")
@@ -214,10 +217,14 @@ def _action(fn: Any) -> Any:
     return command
 
 
-for _name, _fn in (("pause", domain.pause_run), ("resume", domain.resume_run),
-                   ("cancel", domain.cancel_run)):
+for _name, _fn in (
+    ("pause", domain.pause_run),
+    ("resume", domain.resume_run),
+    ("cancel", domain.cancel_run),
+):
     runs_cli.command(_name, help=f"{_name.capitalize()} a run.")(
-        click.argument("run_id")(_action(_fn)))
+        click.argument("run_id")(_action(_fn))
+    )
 
 
 # --------------------------------------------------------------------------- processes
@@ -265,8 +272,10 @@ def ensure_admin() -> str | None:
         create_user(email, "admin", password)
         return f"Log in as {email} with the password from CONSOLE_ADMIN_PASSWORD."
     user, generated = create_user("admin@localhost", "admin")
-    return (f"Log in as {user.email} with password {generated}\n"
-            "  (shown once; create others with: flask users create EMAIL --role ROLE)")
+    return (
+        f"Log in as {user.email} with password {generated}\n"
+        "  (shown once; create others with: flask users create EMAIL --role ROLE)"
+    )
 
 
 @click.command("up")
@@ -288,8 +297,18 @@ def up(host: str, worker_count: int) -> None:
     venv_bin = Path(sys.executable).parent
     flask = [sys.executable, "-m", "flask", "--app", "console"]
     commands = {
-        "web": [str(venv_bin / "gunicorn"), "--bind", f"{host}:{port}", "--workers", "2",
-                "--threads", "4", "--access-logfile", "-", "console:create_app()"],
+        "web": [
+            str(venv_bin / "gunicorn"),
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
+            "console:create_app()",
+        ],
         "scheduler": flask + ["scheduler"],
     }
     for i in range(worker_count):

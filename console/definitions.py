@@ -30,8 +30,16 @@ STEP_DEFAULTS: dict[str, Any] = {
     "execute_when_recovering": False,
 }
 STEP_KEYS = {"name", "code", "kind", "config", *STEP_DEFAULTS}
-TOP_KEYS = {"name", "title", "description", "version", "input_schema", "output_schema", "steps",
-            "schedules"}
+TOP_KEYS = {
+    "name",
+    "title",
+    "description",
+    "version",
+    "input_schema",
+    "output_schema",
+    "steps",
+    "schedules",
+}
 SCHEDULE_KEYS = {"name", "cron", "timezone", "input", "enabled", "missed"}
 MAX_STEPS = 200
 
@@ -102,18 +110,25 @@ def _check_schema(schema: Any, path: str, problems: Problems) -> None:
         problems.add(path, "must be a JSON Schema object or null")
         return
     # Every problem, not only the first (what check_schema raises): one detail each.
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA,
-                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+    meta = Draft202012Validator(
+        Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
     errors = sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path])
     for error in errors:
         error = best_match([error]) or error
         where = "/".join(str(p) for p in error.absolute_path)
-        problems.add(f"{path}/{where}" if where else path,
-                     f"invalid JSON Schema: {error.message}")
+        problems.add(f"{path}/{where}" if where else path, f"invalid JSON Schema: {error.message}")
 
 
-def _number(value: Any, path: str, problems: Problems, *, minimum: float, maximum: float,
-            integer: bool = False) -> Any:
+def _number(
+    value: Any,
+    path: str,
+    problems: Problems,
+    *,
+    minimum: float,
+    maximum: float,
+    integer: bool = False,
+) -> Any:
     ok_type = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, ok_type):
         problems.add(path, "must be an integer" if integer else "must be a number")
@@ -237,7 +252,7 @@ def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
         problems.add("/description", "must be a string")
     label = definition["version"]
     if label is not None and (not isinstance(label, str) or not LABEL_RE.match(label)):
-        problems.add("/version", "must be a label such as \"v2\" (letters, digits, . _ -)")
+        problems.add("/version", 'must be a label such as "v2" (letters, digits, . _ -)')
     _check_schema(definition["input_schema"], "/input_schema", problems)
     _check_schema(definition["output_schema"], "/output_schema", problems)
 
@@ -277,7 +292,11 @@ def content_hash(definition: dict[str, Any]) -> str:
 
 
 def save_workflow(
-    data: Any, name: str | None = None, *, publish: bool = True, note: str = "",
+    data: Any,
+    name: str | None = None,
+    *,
+    publish: bool = True,
+    note: str = "",
     user: str | None = None,
 ) -> tuple[Workflow, WorkflowVersion | None, bool]:
     """Create or replace a workflow from a definition.
@@ -308,9 +327,12 @@ def save_workflow(
         db.session.commit()
         return workflow, latest, False
     db.session.flush()
-    number = (db.session.scalar(
-        select(func.max(WorkflowVersion.number)).filter_by(workflow_id=workflow.id)
-    ) or 0) + 1
+    number = (
+        db.session.scalar(
+            select(func.max(WorkflowVersion.number)).filter_by(workflow_id=workflow.id)
+        )
+        or 0
+    ) + 1
     taken = {v.label for v in workflow.versions}
     label = definition["version"]
     if label is None:
@@ -321,19 +343,29 @@ def save_workflow(
         label = f"v{auto}"
     if label in taken:
         db.session.rollback()
-        raise Conflict(f"Version {label!r} of {definition['name']!r} already exists; "
-                       "versions are immutable, give a new label")
+        raise Conflict(
+            f"Version {label!r} of {definition['name']!r} already exists; "
+            "versions are immutable, give a new label"
+        )
     stored = dict(definition, version=label)
-    version = WorkflowVersion(workflow=workflow, number=number, label=label, definition=stored,
-                              definition_hash=digest, note=note or "", published_by=user)
+    version = WorkflowVersion(
+        workflow=workflow,
+        number=number,
+        label=label,
+        definition=stored,
+        definition_hash=digest,
+        note=note or "",
+        published_by=user,
+    )
     db.session.add(version)
     workflow.draft = None
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        raise Conflict(f"Another version of {definition['name']!r} was published at the same "
-                       "time; try again")
+        raise Conflict(
+            f"Another version of {definition['name']!r} was published at the same time; try again"
+        )
     return workflow, version, True
 
 

@@ -8,7 +8,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 # Named constraints keep migrations identical on SQLite and PostgreSQL.
 metadata = MetaData(
@@ -55,12 +55,15 @@ def configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
-def write_transaction() -> None:
+def write_transaction() -> Connection:
     """Start a transaction that will write, so that it waits for, rather than races, writers.
 
     Ends any open transaction first. On SQLite this is ``BEGIN IMMEDIATE``; on PostgreSQL the
-    conditional UPDATEs of the domain functions take row locks, which is enough.
+    conditional UPDATEs of the domain functions take row locks, which is enough. Returns the
+    session's connection, for Core statements on the hot path.
     """
-    db.session.commit()
+    if db.session().in_transaction():
+        db.session.commit()
     if db.engine.dialect.name == "sqlite":
-        db.session.connection(execution_options={"sqlite_immediate": True})
+        return db.session.connection(execution_options={"sqlite_immediate": True})
+    return db.session.connection()

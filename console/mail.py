@@ -31,8 +31,7 @@ def normalise_recipients(to: Any) -> list[str]:
     return items
 
 
-def build_message(recipients: list[str], subject: str, text: str,
-                  html: str | None) -> EmailMessage:
+def build_message(recipients: list[str], subject: str, text: str, html: str | None) -> EmailMessage:
     message = EmailMessage()
     message["From"] = current_app.config["MAIL_DEFAULT_SENDER"]
     message["To"] = ", ".join(recipients)

@@ -19,12 +19,28 @@ from .extensions import db
 from .ids import new_id
 from .timeutil import UTCDateTime, utcnow
 
-RUN_STATUSES = ("pending", "running", "sleeping", "suspended", "paused", "completed", "failed",
-                "canceled")
+RUN_STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "suspended",
+    "paused",
+    "completed",
+    "failed",
+    "canceled",
+)
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 ACTIVE = frozenset(set(RUN_STATUSES) - TERMINAL)
-STEP_STATUSES = ("pending", "running", "sleeping", "suspended", "completed", "failed",
-                 "canceled", "skipped")
+STEP_STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "suspended",
+    "completed",
+    "failed",
+    "canceled",
+    "skipped",
+)
 ROLES = ("viewer", "operator", "editor", "admin")
 
 Json = JSON(none_as_null=True)
@@ -267,8 +283,10 @@ class OutboxMessage(db.Model):  # type: ignore[name-defined]
     """An email a step sent (or tried to): one row per step execution and call."""
 
     __tablename__ = "outbox"
-    __table_args__ = (UniqueConstraint("run_id", "step_name", "runs", "seq"),
-                      Index("ix_outbox_created_at", "created_at"))
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_name", "runs", "seq"),
+        Index("ix_outbox_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))

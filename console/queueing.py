@@ -69,7 +69,12 @@ def enqueue_run(run_id: str) -> str | None:
         return None  # canceled or finished meanwhile: nothing is enqueued after a cancel
     try:
         run_queue().enqueue(
-            RUN_JOB, run_id, job_id=job_id, job_timeout=-1, result_ttl=60, failure_ttl=86400,
+            RUN_JOB,
+            run_id,
+            job_id=job_id,
+            job_timeout=-1,
+            result_ttl=60,
+            failure_ttl=86400,
             description=f"advance run {run_id}",
         )
     except redis.RedisError as exc:

@@ -9,20 +9,44 @@ nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from jsonschema import Draft202012Validator
-from sqlalchemy import and_, case, delete, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from .errors import Conflict, NotFound, ValidationFailed
 from .extensions import db, write_transaction
-from .models import ACTIVE, TERMINAL, LogLine, Run, StepRun, TaskResult, Workflow, WorkflowVersion
+from .models import (
+    ACTIVE,
+    TERMINAL,
+    Json,
+    LogLine,
+    Run,
+    StepRun,
+    TaskResult,
+    Workflow,
+    WorkflowVersion,
+)
 from .queueing import enqueue_run
-from .timeutil import utcnow
+from .timeutil import UTCDateTime, utcnow
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 PAUSABLE = ("pending", "running", "sleeping", "suspended")
@@ -101,8 +125,13 @@ def start_run(
         raise ValidationFailed("The input does not match the workflow's input schema", problems)
     _check_payload_size(input, "input")
     run = Run(
-        workflow_id=workflow.id, version_id=pinned.id, status="pending", trigger=trigger,
-        input=input, idempotency_key=idempotency_key, created_by=user,
+        workflow_id=workflow.id,
+        version_id=pinned.id,
+        status="pending",
+        trigger=trigger,
+        input=input,
+        idempotency_key=idempotency_key,
+        created_by=user,
         step_count=len(pinned.steps),
     )
     db.session.add(run)
@@ -195,16 +224,24 @@ def cancel_run(run_id: str) -> Run:
     stmt = (
         update(Run)
         .where(Run.id == run_id, Run.status.in_(ACTIVE))
-        .values(status="canceled", finished_at=now, updated_at=now, wake_at=None,
-                paused_from=None, error="Canceled")
+        .values(
+            status="canceled",
+            finished_at=now,
+            updated_at=now,
+            wake_at=None,
+            paused_from=None,
+            error="Canceled",
+        )
     )
     write_transaction()
     changed = db.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
     if changed:
         db.session.execute(
             update(StepRun)
-            .where(StepRun.run_id == run_id,
-                   StepRun.status.in_(("pending", "running", "sleeping", "suspended")))
+            .where(
+                StepRun.run_id == run_id,
+                StepRun.status.in_(("pending", "running", "sleeping", "suspended")),
+            )
             .values(status="canceled", finished_at=now)
         )
     db.session.commit()
@@ -226,29 +263,107 @@ class Claim:
     owner: str
 
 
+# Hot-path statements, built once with bind parameters: building SQLAlchemy statements on every
+# checkpoint cost several times the commit itself (see bench/README.md).
+_R, _S = Run.__table__, StepRun.__table__
+_NOW = bindparam("b_now", type_=UTCDateTime())
+_UNTIL = bindparam("b_until", type_=UTCDateTime())
+_ID = bindparam("b_id", type_=String())
+_OWNER = bindparam("b_owner", type_=String())
+_LIVE = _R.c.status.not_in(tuple(sorted(TERMINAL)))
+
+_CLAIM = (
+    update(_R)
+    .where(
+        _R.c.id == _ID,
+        or_(
+            and_(
+                _R.c.status == "pending",
+                or_(_R.c.lease_owner.is_(None), _R.c.lease_expires_at < _NOW),
+            ),
+            and_(_R.c.status == "running", _R.c.lease_expires_at < _NOW),
+            and_(_R.c.status == "sleeping", _R.c.wake_at <= _NOW),
+        ),
+    )
+    .values(
+        status="running",
+        lease_owner=_OWNER,
+        lease_expires_at=_UNTIL,
+        wake_at=None,
+        updated_at=_NOW,
+        started_at=func.coalesce(_R.c.started_at, _NOW),
+    )
+)
+_FENCE_WHERE = (_R.c.id == _ID, _R.c.lease_owner == _OWNER, _LIVE)
+_TOUCH = (
+    update(_R)
+    .where(*_FENCE_WHERE)
+    .values(lease_expires_at=_UNTIL, updated_at=_NOW)
+    .returning(_R.c.status)
+)
+_ADVANCE = (
+    update(_R)
+    .where(*_FENCE_WHERE)
+    .values(
+        current_step=bindparam("b_next", type_=Integer()),
+        compute_ms=_R.c.compute_ms + bindparam("b_compute", type_=Integer()),
+        lease_expires_at=_UNTIL,
+        updated_at=_NOW,
+    )
+    .returning(_R.c.status)
+)
+_FINISH = (
+    update(_R)
+    .where(*_FENCE_WHERE)
+    .values(
+        status=bindparam("b_status", type_=String()),
+        output=bindparam("b_output", type_=Json),
+        error=bindparam("b_error", type_=Text()),
+        finished_at=_NOW,
+        updated_at=_NOW,
+        lease_owner=None,
+        lease_expires_at=None,
+        paused_from=None,
+    )
+    .returning(_R.c.status)
+)
+_UPDATE_STEP = (
+    update(_S)
+    .where(
+        _S.c.run_id == _ID,
+        _S.c.name == bindparam("b_name", type_=String()),
+        _S.c.status != "completed",
+    )
+    .values(
+        status=bindparam("b_status", type_=String()),
+        output=bindparam("b_output", type_=Json),
+        error=bindparam("b_error", type_=Text()),
+        attempts=bindparam("b_attempts", type_=Integer()),
+        started_at=bindparam("b_started", type_=UTCDateTime()),
+        finished_at=bindparam("b_finished", type_=UTCDateTime()),
+        duration_ms=bindparam("b_duration", type_=Integer()),
+        sleep_reason=None,
+    )
+)
+_INSERT_STEP = insert(_S)
+_INSERT_TASK = insert(TaskResult.__table__)
+_INSERT_LOGS = insert(LogLine.__table__)
+
+
+def _lease_params(claim: Claim, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": claim.run_id,
+        "b_owner": claim.owner,
+        "b_now": now,
+        "b_until": now + timedelta(seconds=_lease_seconds()),
+    }
+
+
 def claim_run(run_id: str, owner: str) -> bool:
     """Take a run that is due: pending, sleeping past its timer, or running on a dead lease."""
-    now = utcnow()
-    lease_free = or_(Run.lease_owner.is_(None), Run.lease_expires_at < now)
-    stmt = (
-        update(Run)
-        .where(
-            Run.id == run_id,
-            or_(
-                and_(Run.status == "pending", lease_free),
-                and_(Run.status == "running", Run.lease_expires_at < now),
-                and_(Run.status == "sleeping", Run.wake_at <= now),
-            ),
-        )
-        .values(
-            status="running", lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=_lease_seconds()),
-            wake_at=None, updated_at=now,
-            started_at=case((Run.started_at.is_(None), now), else_=Run.started_at),
-        )
-    )
-    write_transaction()
-    claimed = db.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    params = _lease_params(Claim(run_id, owner), utcnow())
+    conn = write_transaction()
+    claimed = conn.execute(_CLAIM, params).rowcount == 1  # type: ignore[attr-defined]
     db.session.commit()
     return claimed
 
@@ -264,35 +379,55 @@ def renew_lease(conn: Any, run_id: str, owner: str, seconds: float) -> bool:
 
 
 def _fence(claim: Claim, **values: Any) -> str | None:
-    """Inside a write transaction: touch the run if the claim still holds; return its status."""
+    """Inside a write transaction: touch the run if the claim still holds; return its status.
+
+    The general form, for the less frequent transitions; the hot path uses ``_ADVANCE``.
+    """
     now = utcnow()
     values.setdefault("lease_expires_at", now + timedelta(seconds=_lease_seconds()))
     values["updated_at"] = now
     stmt = (
         update(Run)
-        .where(Run.id == claim.run_id, Run.lease_owner == claim.owner,
-               Run.status.not_in(tuple(TERMINAL)))
+        .where(
+            Run.id == claim.run_id,
+            Run.lease_owner == claim.owner,
+            Run.status.not_in(tuple(TERMINAL)),
+        )
         .values(**values)
         .returning(Run.status)
+        .execution_options(synchronize_session=False)
     )
     return db.session.execute(stmt).scalar()
 
 
+def _log_rows(claim: Claim, logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(line, run_id=claim.run_id) for line in logs]
+
+
 def _insert_logs(claim: Claim, logs: list[dict[str, Any]]) -> None:
     if logs:
-        db.session.execute(insert(LogLine), [dict(line, run_id=claim.run_id) for line in logs])
+        db.session.connection().execute(_INSERT_LOGS, _log_rows(claim, logs))
 
 
-def record_task(claim: Claim, step: str, key: str, result: Any,
-                logs: list[dict[str, Any]]) -> bool:
+def record_task(claim: Claim, step: str, key: str, result: Any, logs: list[dict[str, Any]]) -> bool:
     """Record one ``ctx.task`` result. False if the claim was lost or the key is taken."""
-    write_transaction()
-    if _fence(claim) is None:
+    params = _lease_params(claim, utcnow())
+    row = {
+        "run_id": claim.run_id,
+        "step_name": step,
+        "key": key,
+        "result": result,
+        "created_at": params["b_now"],
+    }
+    rows = _log_rows(claim, logs)
+    conn = write_transaction()
+    if conn.execute(_TOUCH, params).scalar() is None:
         db.session.rollback()
         return False
-    _insert_logs(claim, logs)
-    db.session.add(TaskResult(run_id=claim.run_id, step_name=step, key=key, result=result))
     try:
+        if rows:
+            conn.execute(_INSERT_LOGS, rows)
+        conn.execute(_INSERT_TASK, row)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -312,53 +447,77 @@ class StepOutcome:
     error: str | None = None
     exists: bool = False
 
+    @property
+    def duration_ms(self) -> int:
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
 
-def _write_step(claim: Claim, outcome: StepOutcome) -> None:
-    values = {
-        "status": outcome.status, "output": outcome.output, "error": outcome.error,
-        "attempts": outcome.attempts, "started_at": outcome.started_at,
-        "finished_at": outcome.finished_at,
-        "duration_ms": int((outcome.finished_at - outcome.started_at).total_seconds() * 1000),
-    }
+
+def _write_step(conn: Any, claim: Claim, outcome: StepOutcome) -> None:
     if outcome.exists:
-        db.session.execute(
-            update(StepRun)
-            .where(StepRun.run_id == claim.run_id, StepRun.name == outcome.name,
-                   StepRun.status != "completed")
-            .values(**values)
+        conn.execute(
+            _UPDATE_STEP,
+            {
+                "b_id": claim.run_id,
+                "b_name": outcome.name,
+                "b_status": outcome.status,
+                "b_output": outcome.output,
+                "b_error": outcome.error,
+                "b_attempts": outcome.attempts,
+                "b_started": outcome.started_at,
+                "b_finished": outcome.finished_at,
+                "b_duration": outcome.duration_ms,
+            },
         )
     else:
-        db.session.execute(
-            insert(StepRun),
-            [dict(values, run_id=claim.run_id, name=outcome.name, position=outcome.position)],
+        conn.execute(
+            _INSERT_STEP,
+            {
+                "run_id": claim.run_id,
+                "name": outcome.name,
+                "position": outcome.position,
+                "status": outcome.status,
+                "output": outcome.output,
+                "error": outcome.error,
+                "attempts": outcome.attempts,
+                "runs": 1,
+                "timed_out": False,
+                "started_at": outcome.started_at,
+                "finished_at": outcome.finished_at,
+                "duration_ms": outcome.duration_ms,
+            },
         )
 
 
-def record_step_completed(claim: Claim, outcome: StepOutcome, next_step: int,
-                          logs: list[dict[str, Any]]) -> str | None:
+def record_step_completed(
+    claim: Claim, outcome: StepOutcome, next_step: int, logs: list[dict[str, Any]]
+) -> str | None:
     """Commit a step's checkpoint and move the run to the next step, in one transaction.
 
     Returns the run's status afterwards (``running``, or ``paused``/``pending`` when an
     operator acted meanwhile), or None when the claim was lost and nothing was recorded.
     """
-    compute = int((outcome.finished_at - outcome.started_at).total_seconds() * 1000)
-    write_transaction()
-    status = _fence(claim, current_step=next_step, compute_ms=Run.compute_ms + compute)
+    params = _lease_params(claim, utcnow())
+    params.update(b_next=next_step, b_compute=outcome.duration_ms)
+    rows = _log_rows(claim, logs)
+    conn = write_transaction()
+    status = conn.execute(_ADVANCE, params).scalar()
     if status is None:
         db.session.rollback()
         return None
-    _insert_logs(claim, logs)
     try:
-        _write_step(claim, outcome)
+        if rows:
+            conn.execute(_INSERT_LOGS, rows)
+        _write_step(conn, claim, outcome)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         return None
-    return status
+    return str(status)
 
 
-def record_step_failed(claim: Claim, outcome: StepOutcome, retry_at: datetime | None,
-                       logs: list[dict[str, Any]]) -> str | None:
+def record_step_failed(
+    claim: Claim, outcome: StepOutcome, retry_at: datetime | None, logs: list[dict[str, Any]]
+) -> str | None:
     """Record a failed attempt: the run sleeps until ``retry_at``, or fails when it is None."""
     compute = int((outcome.finished_at - outcome.started_at).total_seconds() * 1000)
     write_transaction()
@@ -367,14 +526,21 @@ def record_step_failed(claim: Claim, outcome: StepOutcome, retry_at: datetime | 
             claim,
             status=case((Run.status == "paused", "paused"), else_="sleeping"),
             paused_from=case((Run.status == "paused", "sleeping"), else_=Run.paused_from),
-            wake_at=retry_at, lease_owner=None, lease_expires_at=None,
+            wake_at=retry_at,
+            lease_owner=None,
+            lease_expires_at=None,
             compute_ms=Run.compute_ms + compute,
         )
         outcome.status = "sleeping"
     else:
         status = _fence(
-            claim, status="failed", error=outcome.error, finished_at=outcome.finished_at,
-            lease_owner=None, lease_expires_at=None, paused_from=None,
+            claim,
+            status="failed",
+            error=outcome.error,
+            finished_at=outcome.finished_at,
+            lease_owner=None,
+            lease_expires_at=None,
+            paused_from=None,
             compute_ms=Run.compute_ms + compute,
         )
         outcome.status = "failed"
@@ -382,7 +548,7 @@ def record_step_failed(claim: Claim, outcome: StepOutcome, retry_at: datetime | 
         db.session.rollback()
         return None
     _insert_logs(claim, logs)
-    _write_step(claim, outcome)
+    _write_step(db.session.connection(), claim, outcome)
     db.session.commit()
     return "failed" if retry_at is None else status
 
@@ -396,12 +562,12 @@ def continue_after_boundary(claim: Claim, status: str) -> bool:
         return True
     write_transaction()
     if status == "pending":
-        taken = db.session.execute(
+        result = db.session.execute(
             update(Run)
-            .where(Run.id == claim.run_id, Run.lease_owner == claim.owner,
-                   Run.status == "pending")
+            .where(Run.id == claim.run_id, Run.lease_owner == claim.owner, Run.status == "pending")
             .values(status="running")
-        ).rowcount == 1  # type: ignore[attr-defined]
+        )
+        taken = result.rowcount == 1  # type: ignore[attr-defined]
         db.session.commit()
         if taken:
             return True
@@ -416,30 +582,44 @@ def release_run(claim: Claim) -> str | None:
     again (resumed meanwhile), so that the worker can claim it once more."""
     write_transaction()
     db.session.execute(
-        update(Run).where(Run.id == claim.run_id, Run.lease_owner == claim.owner)
+        update(Run)
+        .where(Run.id == claim.run_id, Run.lease_owner == claim.owner)
         .values(lease_owner=None, lease_expires_at=None)
     )
     db.session.commit()
     return db.session.scalar(select(Run.status).where(Run.id == claim.run_id))
 
 
-def finish_run(claim: Claim, status: str, *, output: Any = None, error: str | None = None,
-               skipped: list[tuple[int, str]] = ()) -> bool:  # type: ignore[assignment]
+def finish_run(
+    claim: Claim,
+    status: str,
+    *,
+    output: Any = None,
+    error: str | None = None,
+    skipped: Sequence[tuple[int, str]] = (),
+) -> bool:
     """End the run as ``completed`` or ``failed``; remaining steps are marked skipped."""
-    now = utcnow()
-    write_transaction()
-    changed = _fence(
-        claim, status=status, output=output, error=error, finished_at=now,
-        lease_owner=None, lease_expires_at=None, paused_from=None,
-    )
-    if changed is None:
+    params = _lease_params(claim, utcnow())
+    params.update(b_status=status, b_output=output, b_error=error)
+    conn = write_transaction()
+    if conn.execute(_FINISH, params).scalar() is None:
         db.session.rollback()
         return False
     if skipped:
-        db.session.execute(
-            insert(StepRun),
-            [{"run_id": claim.run_id, "name": name, "position": position, "status": "skipped"}
-             for position, name in skipped],
+        conn.execute(
+            _INSERT_STEP,
+            [
+                {
+                    "run_id": claim.run_id,
+                    "name": name,
+                    "position": position,
+                    "status": "skipped",
+                    "attempts": 0,
+                    "runs": 1,
+                    "timed_out": False,
+                }
+                for position, name in skipped
+            ],
         )
     db.session.commit()
     return True
@@ -448,13 +628,14 @@ def finish_run(claim: Claim, status: str, *, output: Any = None, error: str | No
 def delete_version(version: WorkflowVersion) -> None:
     write_transaction()
     active = db.session.scalar(
-        select(Run.id).where(Run.version_id == version.id, Run.status.in_(tuple(ACTIVE)))
-        .limit(1)
+        select(Run.id).where(Run.version_id == version.id, Run.status.in_(tuple(ACTIVE))).limit(1)
     )
     if active is not None:
         db.session.rollback()
-        raise Conflict(f"Version {version.label!r} is used by active runs (e.g. {active}); "
-                       "cancel or finish them first")
+        raise Conflict(
+            f"Version {version.label!r} is used by active runs (e.g. {active}); "
+            "cancel or finish them first"
+        )
     version.deleted_at = utcnow()
     db.session.commit()
 

@@ -35,14 +35,30 @@ def run_summary(run: Run) -> dict[str, Any]:
 
 def step_view(row: StepRun | None, name: str, status: str) -> dict[str, Any]:
     if row is None:
-        return {"name": name, "status": status, "output": None, "resume_data": None,
-                "timed_out": False, "runs": 0, "attempts": 0, "started_at": None,
-                "finished_at": None, "duration_ms": None, "error": None}
+        return {
+            "name": name,
+            "status": status,
+            "output": None,
+            "resume_data": None,
+            "timed_out": False,
+            "runs": 0,
+            "attempts": 0,
+            "started_at": None,
+            "finished_at": None,
+            "duration_ms": None,
+            "error": None,
+        }
     return {
-        "name": row.name, "status": row.status, "output": row.output,
-        "resume_data": row.resume_data, "timed_out": row.timed_out, "runs": row.runs,
-        "attempts": row.attempts, "started_at": isoformat(row.started_at),
-        "finished_at": isoformat(row.finished_at), "duration_ms": row.duration_ms,
+        "name": row.name,
+        "status": row.status,
+        "output": row.output,
+        "resume_data": row.resume_data,
+        "timed_out": row.timed_out,
+        "runs": row.runs,
+        "attempts": row.attempts,
+        "started_at": isoformat(row.started_at),
+        "finished_at": isoformat(row.finished_at),
+        "duration_ms": row.duration_ms,
         "error": row.error,
     }
 
@@ -56,8 +72,12 @@ def run_detail(run: Run) -> dict[str, Any]:
         status = "pending"
         if row is None and position == run.current_step and run.status == "running":
             status = "running"
-        if row is not None and row.status == "failed" and run.status == "running" \
-                and position == run.current_step:
+        if (
+            row is not None
+            and row.status == "failed"
+            and run.status == "running"
+            and position == run.current_step
+        ):
             status = "running"
         view = step_view(row, name, status)
         if row is not None and status == "running":
@@ -69,8 +89,12 @@ def run_detail(run: Run) -> dict[str, Any]:
 
 
 def version_summary(version: WorkflowVersion, active_runs: int) -> dict[str, Any]:
-    return {"label": version.label, "published_at": isoformat(version.published_at),
-            "note": version.note, "active_runs": active_runs}
+    return {
+        "label": version.label,
+        "published_at": isoformat(version.published_at),
+        "note": version.note,
+        "active_runs": active_runs,
+    }
 
 
 def active_runs_by_version(workflow: Workflow) -> dict[int, int]:
@@ -85,7 +109,9 @@ def active_runs_by_version(workflow: Workflow) -> dict[int, int]:
 def workflow_summary(workflow: Workflow) -> dict[str, Any]:
     latest = workflow.latest_version
     return {
-        "name": workflow.name, "title": workflow.title, "description": workflow.description,
+        "name": workflow.name,
+        "title": workflow.title,
+        "description": workflow.description,
         "latest_version": latest.label if latest else None,
         "published_at": isoformat(latest.published_at) if latest else None,
         "steps": len(latest.steps) if latest else 0,
@@ -96,9 +122,18 @@ def workflow_summary(workflow: Workflow) -> dict[str, Any]:
 
 def workflow_detail(workflow: Workflow) -> dict[str, Any]:
     latest = workflow.latest_version
-    data: dict[str, Any] = dict(latest.definition) if latest else {
-        "name": workflow.name, "title": workflow.title, "description": workflow.description,
-        "version": None, "steps": [], "schedules": []}
+    data: dict[str, Any] = (
+        dict(latest.definition)
+        if latest
+        else {
+            "name": workflow.name,
+            "title": workflow.title,
+            "description": workflow.description,
+            "version": None,
+            "steps": [],
+            "schedules": [],
+        }
+    )
     counts = active_runs_by_version(workflow)
     data["versions"] = [version_summary(v, counts.get(v.id, 0)) for v in workflow.live_versions]
     data["draft"] = workflow.draft

@@ -7,6 +7,7 @@ fixture on both databases; plain ``pytest`` runs on SQLite only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -38,8 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--db", default=os.environ.get("TEST_DATABASES", "sqlite"),
-                     help="comma-separated backends for app tests: sqlite,postgres")
+    parser.addoption(
+        "--db",
+        default=os.environ.get("TEST_DATABASES", "sqlite"),
+        help="comma-separated backends for app tests: sqlite,postgres",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -84,8 +88,13 @@ def redis_conn(redis_url: str) -> redis_lib.Redis:
 
 
 @pytest.fixture
-def app_env(backend: str, tmp_path: Path, redis_url: str, request: pytest.FixtureRequest,
-            monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def app_env(
+    backend: str,
+    tmp_path: Path,
+    redis_url: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:
     """The environment the app and its worker processes share."""
     instance = tmp_path / "instance"
     instance.mkdir()
@@ -120,6 +129,7 @@ def app(app_env: dict[str, str], redis_conn: redis_lib.Redis) -> Iterator[Flask]
         # ``g`` (Flask-Login's cached user, the token flags) would leak between requests.
         for name in ("_login_user", "token_auth", "bad_token"):
             g.pop(name, None)
+
     with app.app_context():
         db.create_all()
     set_app(app)
@@ -206,11 +216,15 @@ def drain(app: Flask, timeout: float = 30.0, until: Callable[[], bool] | None = 
     queue = Queue(app.config["RUN_QUEUE"], connection=get_redis())
     while True:
         SimpleConsoleWorker([queue], connection=get_redis()).work(
-            burst=True, logging_level="WARNING")
+            burst=True, logging_level="WARNING"
+        )
         reconciler.wake_due_timers()
         db.session.expire_all()
-        done = until() if until else all(
-            r.status in TERMINAL for r in db.session.scalars(db.select(Run)))
+        done = (
+            until()
+            if until
+            else all(r.status in TERMINAL for r in db.session.scalars(db.select(Run)))
+        )
         db.session.commit()
         if done:
             return
@@ -227,8 +241,12 @@ def work(app: Flask) -> Callable[..., None]:
     return run
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
-             message: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -250,9 +268,14 @@ class Processes:
     def start(self, *args: str, name: str = "proc") -> subprocess.Popen[bytes]:
         # The child keeps its own copy of the file descriptor; ours is closed at once.
         with open(self.logs / f"{name}-{len(self.procs)}.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "console", *args],
-                                    env=self.env, cwd=ROOT, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "console", *args],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 
@@ -271,16 +294,19 @@ class Processes:
             return []
 
     def kill_tree(self, proc: subprocess.Popen[bytes]) -> None:
-        """kill -9 the process and its children (an RQ worker and its work-horse)."""
+        """kill -9 the process and its children (an RQ worker and its work-horse).
+
+        The work-horse has a process group of its own, so it is killed by pid. The worker is
+        stopped first: between the two kills it could otherwise fork a new work-horse that
+        nobody kills.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGSTOP)
         for child in self.children(proc.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=10)
 
     def stop_all(self) -> None:
@@ -289,8 +315,10 @@ class Processes:
                 self.kill_tree(proc)
 
     def output(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-                         for p in sorted(self.logs.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted(self.logs.glob("*.log"))
+        )
 
 
 @pytest.fixture

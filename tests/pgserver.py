@@ -19,8 +19,10 @@ def pg_bin(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    raise RuntimeError(f"PostgreSQL's {name} was not found; `make test` installs PostgreSQL "
-                       "(apt-get install postgresql)")
+    raise RuntimeError(
+        f"PostgreSQL's {name} was not found; `make test` installs PostgreSQL "
+        "(apt-get install postgresql)"
+    )
 
 
 def _as_owner(args: list[str]) -> list[str]:
@@ -44,21 +46,53 @@ class PostgresServer:
             shutil.chown(self.sockets, "postgres")
             os.chmod(self.base, 0o755)
         subprocess.run(
-            _as_owner([pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                       "--no-sync", "-E", "UTF8"]),
-            check=True, stdout=subprocess.DEVNULL,
+            _as_owner(
+                [
+                    pg_bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
-        options = (f"-k {self.sockets} -p {self.port} -c listen_addresses='' -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        options = (
+            f"-k {self.sockets} -p {self.port} -c listen_addresses='' -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
         subprocess.run(
-            _as_owner([pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "60",
-                       "-l", str(self.base / "postgres.log"), "start"]),
-            check=True, stdout=subprocess.DEVNULL,
+            _as_owner(
+                [
+                    pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "-l",
+                    str(self.base / "postgres.log"),
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
 
     def stop(self) -> None:
-        subprocess.run(_as_owner([pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                                  "-w", "stop"]), stdout=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            _as_owner([pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@/{database}?host={self.sockets}&port={self.port}"
@@ -69,8 +103,13 @@ class PostgresServer:
         deadline = time.monotonic() + 30
         while True:
             try:
-                conn = psycopg.connect(host=str(self.sockets), port=self.port, user="postgres",
-                                       dbname="postgres", autocommit=True)
+                conn = psycopg.connect(
+                    host=str(self.sockets),
+                    port=self.port,
+                    user="postgres",
+                    dbname="postgres",
+                    autocommit=True,
+                )
                 break
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:

@@ -21,8 +21,7 @@ from sqlalchemy import func, select
 from console.extensions import db
 from console.models import Run, StepRun, TaskResult
 from console.queueing import enqueue_run
-
-from .conftest import wait_for
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -58,16 +57,27 @@ def query(stmt: Any) -> list[Any]:
 
 def step_rows(run_id: str) -> dict[str, tuple[str, int, Any]]:
     """name -> (status, number of rows with that name, output)."""
-    counts = dict(query(select(StepRun.name, func.count()).where(StepRun.run_id == run_id)
-                        .group_by(StepRun.name)))
-    return {r.name: (r.status, counts[r.name], r.output)
-            for r in query(select(StepRun.name, StepRun.status, StepRun.output)
-                           .where(StepRun.run_id == run_id))}
+    counts = dict(
+        query(
+            select(StepRun.name, func.count())
+            .where(StepRun.run_id == run_id)
+            .group_by(StepRun.name)
+        )
+    )
+    return {
+        r.name: (r.status, counts[r.name], r.output)
+        for r in query(
+            select(StepRun.name, StepRun.status, StepRun.output).where(StepRun.run_id == run_id)
+        )
+    }
 
 
 def get_run(run_id: str) -> Any:
-    return query(select(Run.status, Run.output, Run.error, Run.lease_owner, Run.current_step)
-                 .where(Run.id == run_id))[0]
+    return query(
+        select(Run.status, Run.output, Run.error, Run.lease_owner, Run.current_step).where(
+            Run.id == run_id
+        )
+    )[0]
 
 
 class Waiter:
@@ -76,13 +86,21 @@ class Waiter:
     def __init__(self, processes: Any) -> None:
         self.processes = processes
 
-    def __call__(self, predicate: Callable[[], Any], message: str,
-                 timeout: float = TIMEOUT) -> Any:
+    def __call__(self, predicate: Callable[[], Any], message: str, timeout: float = TIMEOUT) -> Any:
         try:
             return wait_for(predicate, timeout=timeout, interval=0.05, message=message)
         except AssertionError as exc:
-            runs = query(select(Run.id, Run.status, Run.current_step, Run.lease_owner,
-                                Run.lease_expires_at, Run.job_id, Run.error))
+            runs = query(
+                select(
+                    Run.id,
+                    Run.status,
+                    Run.current_step,
+                    Run.lease_owner,
+                    Run.lease_expires_at,
+                    Run.job_id,
+                    Run.error,
+                )
+            )
             raise AssertionError(f"{exc}\nruns: {runs}\n{self.processes.output()}") from None
 
     def status(self, run_id: str, status: str = "completed") -> None:
@@ -103,8 +121,9 @@ def ten_steps(blocking_step: int | None = None) -> list[tuple[str, str]]:
         value = "ctx.input['start']" if i == 1 else f"ctx.steps['s{i - 1}'].output"
         extra = ""
         if i == blocking_step:
-            extra = ("    while not os.path.exists(ctx.input['release']):\n"
-                     "        time.sleep(0.05)\n")
+            extra = (
+                "    while not os.path.exists(ctx.input['release']):\n        time.sleep(0.05)\n"
+            )
         steps.append((f"s{i}", code(f"'s{i}'", f"{value} + {i}", extra)))
     return steps
 
@@ -122,12 +141,14 @@ def test_ten_step_workflow_completes_on_a_real_worker(app, define, api, processe
     assert run.output == 100 + 55, out
     assert run.error is None and run.lease_owner is None, out
     rows = step_rows(run_id)
-    assert rows == {f"s{i}": ("completed", 1, 100 + sum(range(1, i + 1))) for i in range(1, 11)}
+    expected = {f"s{i}": ("completed", 1, 100 + sum(range(1, i + 1))) for i in range(1, 11)}
+    assert rows == expected, out
     assert side_effects(log) == [f"s{i}" for i in range(1, 11)], out
 
 
-def test_kill_9_during_a_step_replays_from_the_last_checkpoint(app, define, api, processes,
-                                                               tmp_path):
+def test_kill_9_during_a_step_replays_from_the_last_checkpoint(
+    app, define, api, processes, tmp_path
+):
     wait = Waiter(processes)
     log, release = tmp_path / "effects.txt", tmp_path / "release"
     define("killed", ten_steps(blocking_step=5))
@@ -137,7 +158,7 @@ def test_kill_9_during_a_step_replays_from_the_last_checkpoint(app, define, api,
     wait(lambda: "s5" in side_effects(log), "step 5 to start")
     assert get_run(run_id).status == "running"
     processes.kill_tree(worker)  # the work-horse executing step 5, and the worker
-    assert get_run(run_id).status == "running"  # nobody recorded the death: the lease will
+    assert get_run(run_id).status == "running"  # only the lease's expiry will tell
     assert set(step_rows(run_id)) == {"s1", "s2", "s3", "s4"}
     release.touch()
     processes.worker()
@@ -148,14 +169,15 @@ def test_kill_9_during_a_step_replays_from_the_last_checkpoint(app, define, api,
     assert get_run(run_id).output == 55, out
     counts = Counter(side_effects(log))
     assert all(counts[f"s{i}"] == 1 for i in range(1, 5)), (counts, out)
-    assert counts["s5"] >= 1, (counts, out)
+    assert counts["s5"] == 2, (counts, out)  # the killed execution, then the replay
     assert all(counts[f"s{i}"] == 1 for i in range(6, 11)), (counts, out)
     rows = step_rows(run_id)
     assert rows == {f"s{i}": ("completed", 1, sum(range(1, i + 1))) for i in range(1, 11)}, out
 
 
-def test_runs_pending_during_a_redis_flushall_complete(app, define, api, processes, tmp_path,
-                                                       redis_conn):
+def test_runs_pending_during_a_redis_flushall_complete(
+    app, define, api, processes, tmp_path, redis_conn
+):
     wait = Waiter(processes)
     log = tmp_path / "effects.txt"
     define("flushed", [(f"s{i}", code(f"ctx.run.id + ':s{i}'", str(i))) for i in (1, 2, 3)])
@@ -179,14 +201,15 @@ def test_runs_pending_during_a_redis_flushall_complete(app, define, api, process
         assert step_rows(run_id) == {f"s{i}": ("completed", 1, i) for i in (1, 2, 3)}, out
 
 
-def test_a_run_enqueued_many_times_on_two_workers_runs_once(app, define, api, processes,
-                                                            tmp_path, redis_conn):
+def test_a_run_enqueued_many_times_on_two_workers_runs_once(
+    app, define, api, processes, tmp_path, redis_conn
+):
     wait = Waiter(processes)
     log = tmp_path / "effects.txt"
-    steps = [(f"s{i}", code(f"'s{i}'", str(i), extra="    time.sleep(0.3)\n"))
-             for i in range(1, 5)]
-    steps.append(("tasks", code("'tasks'", "[ctx.task(f't{i}', lambda i=i: i * 10) "
-                                "for i in range(3)]")))
+    steps = [(f"s{i}", code(f"'s{i}'", str(i), extra="    time.sleep(0.3)\n")) for i in range(1, 5)]
+    steps.append(
+        ("tasks", code("'tasks'", "[ctx.task(f't{i}', lambda i=i: i * 10) for i in range(3)]"))
+    )
     define("dup", steps)
     processes.worker()
     processes.worker()
@@ -200,8 +223,10 @@ def test_a_run_enqueued_many_times_on_two_workers_runs_once(app, define, api, pr
 
     wait.status(run_id)
     out = processes.output()
-    wait(lambda: all(Job.fetch(j, connection=redis_conn).is_finished for j in job_ids),
-         "every job to finish")
+    wait(
+        lambda: all(Job.fetch(j, connection=redis_conn).is_finished for j in job_ids),
+        "every job to finish",
+    )
     results = [Job.fetch(j, connection=redis_conn).return_value() for j in job_ids]
     # One job advanced the run to its end; the duplicates could not claim it.
     assert results.count("completed") == 1 and results.count(None) == 2, (results, out)
@@ -215,8 +240,11 @@ def test_a_run_enqueued_many_times_on_two_workers_runs_once(app, define, api, pr
     expected = {f"s{i}": ("completed", 1, i) for i in range(1, 5)}
     expected["tasks"] = ("completed", 1, [0, 10, 20])
     assert step_rows(run_id) == expected, out
-    tasks = query(select(TaskResult.step_name, TaskResult.key, TaskResult.result)
-                  .where(TaskResult.run_id == run_id).order_by(TaskResult.key))
+    tasks = query(
+        select(TaskResult.step_name, TaskResult.key, TaskResult.result)
+        .where(TaskResult.run_id == run_id)
+        .order_by(TaskResult.key)
+    )
     assert [tuple(t) for t in tasks] == [("tasks", f"t{i}", i * 10) for i in range(3)], out
 
 
@@ -247,9 +275,10 @@ def test_kill_9_in_a_task_loop_calls_each_task_once(app, define, api, processes,
 
     wait(lambda: len(side_effects(log)) >= 50, "half of the tasks")
     processes.kill_tree(worker)
-    recorded = query(select(func.count()).select_from(TaskResult)
-                     .where(TaskResult.run_id == run_id))[0][0]
-    assert 40 <= recorded < 100, recorded  # killed half-way indeed
+    recorded = {r.key for r in query(select(TaskResult.key).where(TaskResult.run_id == run_id))}
+    assert 40 <= len(recorded) < 100, len(recorded)  # killed half-way indeed
+    assert recorded == {f"k{i}" for i in range(len(recorded))}
+    in_flight = f"k{len(recorded)}"  # its body may have run without its result being recorded
     processes.worker()
     processes.scheduler()
 
@@ -262,9 +291,9 @@ def test_kill_9_in_a_task_loop_calls_each_task_once(app, define, api, processes,
     keys = [f"k{i}" for i in range(100)]
     assert set(counts) == set(keys), out
     twice = [k for k, n in counts.items() if n > 1]
-    assert len(twice) <= 1 and all(counts[k] == 2 for k in twice), (twice, out)
+    assert set(twice) <= {in_flight} and counts[in_flight] <= 2, (in_flight, counts, out)
     tasks = query(select(TaskResult.key, TaskResult.result).where(TaskResult.run_id == run_id))
     assert len(tasks) == 100, out
     assert {t.key: t.result for t in tasks} == {f"k{i}": i * 2 for i in range(100)}, out
-    assert step_rows(run_id) == {"loop": ("completed", 1, 9900),
-                                 "after": ("completed", 1, 9900)}, out
+    expected = {"loop": ("completed", 1, 9900), "after": ("completed", 1, 9900)}
+    assert step_rows(run_id) == expected, out

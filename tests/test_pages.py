@@ -11,8 +11,7 @@ from console.auth import create_user
 def log_in(client, email, password="s3cret-pass"):
     html = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
-    return client.post("/login", data={"email": email, "password": password,
-                                       "csrf_token": token})
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": token})
 
 
 def test_run_page_shows_steps_output_and_logs(app, client, define, work):

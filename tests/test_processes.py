@@ -18,9 +18,14 @@ from tests.conftest import ROOT, Processes, wait_for
 
 
 def flask(env, *args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "console", *args],
-                          env=dict(os.environ, **env), cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "console", *args],
+        env=dict(os.environ, **env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_migrations_build_the_models_schema(app_env):
@@ -40,8 +45,9 @@ def test_rq_scheduler_moves_due_jobs_with_the_pinned_rq(app, processes, redis_co
 
     marker = tmp_path / "fired.txt"
     scheduler = Scheduler(queue_name=app.config["RUN_QUEUE"], connection=redis_conn)
-    job = scheduler.enqueue_at(datetime.now(UTC) + timedelta(seconds=1),
-                               "tests.jobs.write_marker", str(marker))
+    job = scheduler.enqueue_at(
+        datetime.now(UTC) + timedelta(seconds=1), "tests.jobs.write_marker", str(marker)
+    )
     assert job in scheduler
     processes.scheduler()
     processes.worker()
@@ -64,17 +70,33 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
     scheduler; a run started through the API completes; a killed worker is restarted."""
     port = free_port()
     instance = tmp_path / "instance"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CONSOLE_ADMIN_EMAIL",
-                        "CONSOLE_ADMIN_PASSWORD", "BASE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "SECRET_KEY",
+            "CONSOLE_ADMIN_EMAIL",
+            "CONSOLE_ADMIN_PASSWORD",
+            "BASE_URL",
+        )
+    }
     env.update(CONSOLE_INSTANCE_PATH=str(instance), PORT=str(port), PYTHONUNBUFFERED="1")
     log_path = tmp_path / "up.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "console", "up"], env=env,
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "console", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
+
         def healthy():
             try:
                 r = requests.get(f"{base}/healthz", timeout=2)
@@ -92,21 +114,31 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
         session = requests.Session()
         page = session.get(f"{base}/login", timeout=5).text
         csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-        home = session.post(f"{base}/login", data={"email": "admin@localhost",
-                                                   "password": password, "csrf_token": csrf},
-                            timeout=5)
+        home = session.post(
+            f"{base}/login",
+            data={"email": "admin@localhost", "password": password, "csrf_token": csrf},
+            timeout=5,
+        )
         assert "The console is running" in home.text
 
         # A token from the CLI, a workflow over the API, a run that completes.
         token = flask(env, "tokens", "create", "admin@localhost").stdout.strip().splitlines()[-1]
         auth = {"Authorization": f"Bearer {token}"}
-        definition = {"steps": [{"name": "a", "code": "def run(ctx):\n    return 41"},
-                                {"name": "b", "code": "def run(ctx):\n"
-                                                      "    return ctx.steps.a.output + 1"}]}
-        assert requests.put(f"{base}/api/workflows/answer", json=definition, headers=auth,
-                            timeout=5).status_code == 201
-        started = requests.post(f"{base}/api/workflows/answer/runs", json={}, headers=auth,
-                                timeout=5).json()
+        definition = {
+            "steps": [
+                {"name": "a", "code": "def run(ctx):\n    return 41"},
+                {"name": "b", "code": "def run(ctx):\n    return ctx.steps.a.output + 1"},
+            ]
+        }
+        assert (
+            requests.put(
+                f"{base}/api/workflows/answer", json=definition, headers=auth, timeout=5
+            ).status_code
+            == 201
+        )
+        started = requests.post(
+            f"{base}/api/workflows/answer/runs", json={}, headers=auth, timeout=5
+        ).json()
 
         def finished():
             run = requests.get(f"{base}/api/runs/{started['id']}", headers=auth, timeout=5).json()
@@ -116,8 +148,10 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
 
         # The supervisor restarts a worker that dies.
         worker_pid = next(
-            pid for pid in Processes.children(proc.pid)
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2] == b"worker")
+            pid
+            for pid in Processes.children(proc.pid)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2] == b"worker"
+        )
         os.kill(worker_pid, signal.SIGKILL)
         wait_for(lambda: "worker.1 exited" in log_path.read_text(), 30, message="restart notice")
         wait_for(healthy, 60, 0.5, message="a restarted worker")
@@ -127,8 +161,15 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        subprocess.run([sys.executable, "-c",
-                        "import sys; from console.redis_server import stop_embedded; "
-                        "stop_embedded(sys.argv[1])", str(instance)], cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from console.redis_server import stop_embedded; "
+                "stop_embedded(sys.argv[1])",
+                str(instance),
+            ],
+            cwd=ROOT,
+        )
         log.close()
     assert proc.returncode is not None

@@ -29,23 +29,39 @@ def detail(api, run_id):
 
 
 def test_ctx_exposes_input_steps_run_and_names(app, define, work, api):
-    wf = define("ctx_tour", [
-        ("first", "def run(ctx):\n    return {'n': ctx.input['n']}"),
-        ("second", "def run(ctx):\n"
-                   "    return {'item': ctx.steps['first'].output['n'],\n"
-                   "            'attr': ctx.steps.first.output['n'],\n"
-                   "            'run_id': ctx.run.id, 'runs': ctx.run.runs,\n"
-                   "            'attempt': ctx.run.attempt, 'key': ctx.idempotency_key,\n"
-                   "            'workflow': ctx.workflow, 'version': ctx.version,\n"
-                   "            'recovered': ctx.run.recovered, 'context': ctx.run.context,\n"
-                   "            'secrets': dict(ctx.secrets)}"),
-    ])
+    wf = define(
+        "ctx_tour",
+        [
+            ("first", "def run(ctx):\n    return {'n': ctx.input['n']}"),
+            (
+                "second",
+                "def run(ctx):\n"
+                "    return {'item': ctx.steps['first'].output['n'],\n"
+                "            'attr': ctx.steps.first.output['n'],\n"
+                "            'run_id': ctx.run.id, 'runs': ctx.run.runs,\n"
+                "            'attempt': ctx.run.attempt, 'key': ctx.idempotency_key,\n"
+                "            'workflow': ctx.workflow, 'version': ctx.version,\n"
+                "            'recovered': ctx.run.recovered, 'context': ctx.run.context,\n"
+                "            'secrets': dict(ctx.secrets)}",
+            ),
+        ],
+    )
     run_id = start(wf, {"n": 7})
     work()
     out = detail(api, run_id)["output"]
-    assert out == {"item": 7, "attr": 7, "run_id": run_id, "runs": 1, "attempt": 1,
-                   "key": f"{run_id}:second:1", "workflow": "ctx_tour", "version": "v1",
-                   "recovered": False, "context": None, "secrets": {}}
+    assert out == {
+        "item": 7,
+        "attr": 7,
+        "run_id": run_id,
+        "runs": 1,
+        "attempt": 1,
+        "key": f"{run_id}:second:1",
+        "workflow": "ctx_tour",
+        "version": "v1",
+        "recovered": False,
+        "context": None,
+        "secrets": {},
+    }
 
 
 def test_unknown_earlier_step_is_a_readable_error(app, define, work, api):
@@ -58,18 +74,28 @@ def test_unknown_earlier_step_is_a_readable_error(app, define, work, api):
 
 
 def test_logger_and_print_are_kept_with_the_run(app, define, work, api):
-    wf = define("chatty", [("talk", "def run(ctx):\n"
-                                    "    print('hello', 42)\n"
-                                    "    ctx.logger.warning('careful', code=7)\n"
-                                    "    ctx.logger.debug('details')\n"
-                                    "    return 1")])
+    wf = define(
+        "chatty",
+        [
+            (
+                "talk",
+                "def run(ctx):\n"
+                "    print('hello', 42)\n"
+                "    ctx.logger.warning('careful', code=7)\n"
+                "    ctx.logger.debug('details')\n"
+                "    return 1",
+            )
+        ],
+    )
     run_id = start(wf)
     work()
     lines = api.get(f"/api/runs/{run_id}/logs").json["data"]
-    assert [(l["level"], l["message"], l["fields"]) for l in lines] == [
-        ("print", "hello 42", None), ("warning", "careful", {"code": 7}),
-        ("debug", "details", None)]
-    assert all(l["step"] == "talk" for l in lines)
+    assert [(line["level"], line["message"], line["fields"]) for line in lines] == [
+        ("print", "hello 42", None),
+        ("warning", "careful", {"code": 7}),
+        ("debug", "details", None),
+    ]
+    assert all(line["step"] == "talk" for line in lines)
 
 
 def test_retries_back_off_exponentially_and_tasks_survive(app, define, work, api, tmp_path):
@@ -102,14 +128,22 @@ def run(ctx):
     assert times[1] - times[0] >= 0.3
     assert times[2] - times[1] >= 0.6
     assert calls.read_text() == "x", "a recorded task ran again on retry"
-    warnings = [l["message"] for l in api.get(f"/api/runs/{run_id}/logs").json["data"]
-                if l["level"] == "warning"]
-    assert warnings == ["attempt 1 failed; retrying in 0.3 s", "attempt 2 failed; retrying in 0.6 s"]
+    warnings = [
+        line["message"]
+        for line in api.get(f"/api/runs/{run_id}/logs").json["data"]
+        if line["level"] == "warning"
+    ]
+    assert warnings == [
+        "attempt 1 failed; retrying in 0.3 s",
+        "attempt 2 failed; retrying in 0.6 s",
+    ]
 
 
 def test_run_sleeps_between_attempts(app, define, work):
-    wf = define("slow_retry", [step("boom", "def run(ctx):\n    raise ValueError('no')",
-                                    retries=1, retry_delay=30)])
+    wf = define(
+        "slow_retry",
+        [step("boom", "def run(ctx):\n    raise ValueError('no')", retries=1, retry_delay=30)],
+    )
     run_id = start(wf)
     work(until=lambda: run_status(run_id) == "sleeping")
     run = db.session.get(Run, run_id)
@@ -120,9 +154,14 @@ def test_run_sleeps_between_attempts(app, define, work):
 
 
 def test_failure_keeps_the_traceback_with_the_step_line(app, define, work, api):
-    wf = define("fails", [("ok", "def run(ctx):\n    return 1"),
-                          ("broken", "def run(ctx):\n    x = 1\n    return x / 0"),
-                          ("never", "def run(ctx):\n    return 2")])
+    wf = define(
+        "fails",
+        [
+            ("ok", "def run(ctx):\n    return 1"),
+            ("broken", "def run(ctx):\n    x = 1\n    return x / 0"),
+            ("never", "def run(ctx):\n    return 2"),
+        ],
+    )
     run_id = start(wf)
     work()
     run = detail(api, run_id)
@@ -135,8 +174,9 @@ def test_failure_keeps_the_traceback_with_the_step_line(app, define, work, api):
 
 
 def test_step_timeout_fails_the_step(app, define, work, api):
-    wf = define("sleepy", [step("nap", "import time\ndef run(ctx):\n    time.sleep(10)",
-                                timeout=1)])
+    wf = define(
+        "sleepy", [step("nap", "import time\ndef run(ctx):\n    time.sleep(10)", timeout=1)]
+    )
     run_id = start(wf)
     began = time.monotonic()
     work()
@@ -163,17 +203,18 @@ def test_task_result_must_be_json_serialisable(app, define, work, api):
 
 
 def test_output_schema_is_checked_when_the_run_ends(app, define, work, api):
-    schema = {"type": "object", "properties": {"total": {"type": "integer"}},
-              "required": ["total"]}
-    wf = define("typed", [("calc", "def run(ctx):\n    return {'total': 'many'}")],
-                output_schema=schema)
+    schema = {"type": "object", "properties": {"total": {"type": "integer"}}, "required": ["total"]}
+    wf = define(
+        "typed", [("calc", "def run(ctx):\n    return {'total': 'many'}")], output_schema=schema
+    )
     run_id = start(wf)
     work()
     run = detail(api, run_id)
     assert run["status"] == "failed"
     assert "output schema" in run["error"] and "/total" in run["error"]
-    wf2 = define("typed_ok", [("calc", "def run(ctx):\n    return {'total': 3}")],
-                 output_schema=schema)
+    wf2 = define(
+        "typed_ok", [("calc", "def run(ctx):\n    return {'total': 3}")], output_schema=schema
+    )
     ok_id = start(wf2)
     work()
     assert detail(api, ok_id)["status"] == "completed"
@@ -181,15 +222,24 @@ def test_output_schema_is_checked_when_the_run_ends(app, define, work, api):
 
 def test_flow_exit_completes_and_skips_the_rest(app, define, work, api, tmp_path):
     side = tmp_path / "side.txt"
-    wf = define("early", [
-        ("check", "def run(ctx):\n    return {'empty': True}"),
-        ("stop", "def run(ctx):\n"
-                 "    try:\n"
-                 "        ctx.flow.exit('nothing to do')\n"
-                 "    except Exception:\n"
-                 "        return 'swallowed'\n"),
-        ("after", f"def run(ctx):\n    with open({str(side)!r}, 'w') as f:\n        f.write('ran')"),
-    ])
+    wf = define(
+        "early",
+        [
+            ("check", "def run(ctx):\n    return {'empty': True}"),
+            (
+                "stop",
+                "def run(ctx):\n"
+                "    try:\n"
+                "        ctx.flow.exit('nothing to do')\n"
+                "    except Exception:\n"
+                "        return 'swallowed'\n",
+            ),
+            (
+                "after",
+                f"def run(ctx):\n    with open({str(side)!r}, 'w') as f:\n        f.write('ran')",
+            ),
+        ],
+    )
     run_id = start(wf)
     work()
     run = detail(api, run_id)
@@ -197,7 +247,7 @@ def test_flow_exit_completes_and_skips_the_rest(app, define, work, api, tmp_path
     assert [s["status"] for s in run["steps"]] == ["completed", "completed", "skipped"]
     assert run["output"] is None
     assert not side.exists()
-    logs = [l["message"] for l in api.get(f"/api/runs/{run_id}/logs").json["data"]]
+    logs = [line["message"] for line in api.get(f"/api/runs/{run_id}/logs").json["data"]]
     assert "run exited: nothing to do" in logs
 
 
@@ -213,11 +263,21 @@ def test_pause_takes_effect_at_the_next_step_boundary(app, define, work, api, tm
     side = tmp_path / "side.txt"
     # The first step pauses its own run through the domain, as an operator would while it
     # executes: it finishes, and the second step does not start until resume.
-    wf = define("pausable", [
-        ("first", "from console.runs import pause_run\n"
-                  "def run(ctx):\n    pause_run(ctx.run.id)\n    return 'first done'"),
-        ("second", f"def run(ctx):\n    with open({str(side)!r}, 'a') as f:\n        f.write('2')\n    return 2"),
-    ])
+    wf = define(
+        "pausable",
+        [
+            (
+                "first",
+                "from console.runs import pause_run\n"
+                "def run(ctx):\n    pause_run(ctx.run.id)\n    return 'first done'",
+            ),
+            (
+                "second",
+                f"def run(ctx):\n    with open({str(side)!r}, 'a') as f:\n"
+                "        f.write('2')\n    return 2",
+            ),
+        ],
+    )
     run_id = start(wf)
     work(until=lambda: run_status(run_id) == "paused")
     run = detail(api, run_id)
@@ -234,12 +294,18 @@ def test_pause_takes_effect_at_the_next_step_boundary(app, define, work, api, tm
 
 
 def test_pause_then_resume_during_a_step_keeps_going(app, define, work, api):
-    wf = define("blip", [
-        ("first", "from console.runs import pause_run, resume_run\n"
-                  "def run(ctx):\n    pause_run(ctx.run.id)\n    resume_run(ctx.run.id)\n"
-                  "    return 1"),
-        ("second", "def run(ctx):\n    return 2"),
-    ])
+    wf = define(
+        "blip",
+        [
+            (
+                "first",
+                "from console.runs import pause_run, resume_run\n"
+                "def run(ctx):\n    pause_run(ctx.run.id)\n    resume_run(ctx.run.id)\n"
+                "    return 1",
+            ),
+            ("second", "def run(ctx):\n    return 2"),
+        ],
+    )
     run_id = start(wf)
     work()
     run = detail(api, run_id)
@@ -248,8 +314,10 @@ def test_pause_then_resume_during_a_step_keeps_going(app, define, work, api):
 
 
 def test_pausing_a_sleeping_run_and_resuming_keeps_its_timer(app, define, work, api):
-    wf = define("nap_retry", [step("boom", "def run(ctx):\n    raise ValueError('no')",
-                                   retries=1, retry_delay=60)])
+    wf = define(
+        "nap_retry",
+        [step("boom", "def run(ctx):\n    raise ValueError('no')", retries=1, retry_delay=60)],
+    )
     run_id = start(wf)
     work(until=lambda: run_status(run_id) == "sleeping")
     assert api.post(f"/api/runs/{run_id}/pause").json["status"] == "paused"
@@ -257,8 +325,9 @@ def test_pausing_a_sleeping_run_and_resuming_keeps_its_timer(app, define, work, 
     assert api.post(f"/api/runs/{run_id}/resume").json["status"] == "sleeping"
     # Once the timer has passed while paused, resume makes it due at once.
     api.post(f"/api/runs/{run_id}/pause")
-    db.session.execute(update(Run).where(Run.id == run_id)
-                       .values(wake_at=utcnow() - timedelta(seconds=1)))
+    db.session.execute(
+        update(Run).where(Run.id == run_id).values(wake_at=utcnow() - timedelta(seconds=1))
+    )
     db.session.commit()
     assert api.post(f"/api/runs/{run_id}/resume").json["status"] == "pending"
 
@@ -298,8 +367,9 @@ def test_concurrent_actions_resolve_to_one_allowed_state(app, define, make_api):
         with app.app_context():
             barrier.wait()
             response = apis[index].post(f"/api/runs/{run_id}/{actions[index]}")
-            results.append((actions[index], response.status_code,
-                            (response.json or {}).get("status", "")))
+            results.append(
+                (actions[index], response.status_code, (response.json or {}).get("status", ""))
+            )
 
     threads = [threading.Thread(target=act, args=(i,)) for i in range(len(actions))]
     for t in threads:
@@ -312,7 +382,7 @@ def test_concurrent_actions_resolve_to_one_allowed_state(app, define, make_api):
     assert len(cancels) == 1, "exactly one cancel wins"
     assert run_status(run_id) == "canceled"
     # A 409 only ever answers an action on the canceled run.
-    assert all(status == '' for _, code, status in results if code == 409)
+    assert all(status == "" for _, code, status in results if code == 409)
     run = db.session.get(Run, run_id)
     assert run.finished_at is not None and run.lease_owner is None
 
@@ -323,20 +393,29 @@ def test_a_second_claim_fails_while_the_lease_is_held(app, define):
     assert domain.claim_run(run_id, "worker-a") is True
     assert domain.claim_run(run_id, "worker-b") is False
     # After the lease expires another worker may take over, and the first is fenced out.
-    db.session.execute(update(Run).where(Run.id == run_id)
-                       .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.execute(
+        update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+    )
     db.session.commit()
     assert domain.claim_run(run_id, "worker-b") is True
     now = utcnow()
-    outcome = domain.StepOutcome(name="x", position=0, status="completed", started_at=now,
-                                 finished_at=now, attempts=1, output="from a")
+    outcome = domain.StepOutcome(
+        name="x",
+        position=0,
+        status="completed",
+        started_at=now,
+        finished_at=now,
+        attempts=1,
+        output="from a",
+    )
     assert domain.record_step_completed(domain.Claim(run_id, "worker-a"), outcome, 1, []) is None
     assert domain.record_task(domain.Claim(run_id, "worker-a"), "x", "k", 1, []) is False
     assert db.session.scalar(select(func.count()).select_from(StepRun)) == 0
     assert db.session.scalar(select(func.count()).select_from(TaskResult)) == 0
     outcome.output = "from b"
-    assert domain.record_step_completed(domain.Claim(run_id, "worker-b"), outcome, 1,
-                                        []) == "running"
+    assert (
+        domain.record_step_completed(domain.Claim(run_id, "worker-b"), outcome, 1, []) == "running"
+    )
     assert db.session.scalar(select(StepRun.output)) == "from b"
 
 
@@ -352,17 +431,36 @@ def test_a_late_duplicate_job_changes_nothing(app, define, work, api):
 
 def test_replay_skips_completed_steps(app, define, work, api, tmp_path):
     side = tmp_path / "side.txt"
-    code = f"def run(ctx):\n    with open({str(side)!r}, 'a') as f:\n        f.write('x')\n    return 1"
-    wf = define("replay", [("a", code), ("b", code), ("c", "def run(ctx):\n    return ctx.steps.a.output + ctx.steps.b.output")])
+    code = (
+        f"def run(ctx):\n    with open({str(side)!r}, 'a') as f:\n"
+        "        f.write('x')\n    return 1"
+    )
+    wf = define(
+        "replay",
+        [
+            ("a", code),
+            ("b", code),
+            ("c", "def run(ctx):\n    return ctx.steps.a.output + ctx.steps.b.output"),
+        ],
+    )
     run_id = start(wf)
     work()
     assert side.read_text() == "xx"
     # Pretend the worker died after b: the run is claimable again from its checkpoints.
-    db.session.execute(update(StepRun).where(StepRun.run_id == run_id, StepRun.name == "c")
-                       .values(status="failed"))
-    db.session.execute(update(Run).where(Run.id == run_id).values(
-        status="running", current_step=2, finished_at=None, lease_owner="dead",
-        lease_expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.execute(
+        update(StepRun).where(StepRun.run_id == run_id, StepRun.name == "c").values(status="failed")
+    )
+    db.session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            status="running",
+            current_step=2,
+            finished_at=None,
+            lease_owner="dead",
+            lease_expires_at=utcnow() - timedelta(seconds=1),
+        )
+    )
     db.session.commit()
     assert Runner(run_id).advance() == "completed"
     assert side.read_text() == "xx", "completed steps were executed again"
@@ -373,8 +471,10 @@ def test_log_lines_are_written_with_the_checkpoint(app, define, work):
     wf = define("logs_once", [("a", "def run(ctx):\n    ctx.logger.info('once')\n    return 1")])
     run_id = start(wf)
     work()
-    assert db.session.scalar(select(func.count()).select_from(LogLine)
-                             .where(LogLine.run_id == run_id)) == 1
+    assert (
+        db.session.scalar(select(func.count()).select_from(LogLine).where(LogLine.run_id == run_id))
+        == 1
+    )
 
 
 def test_compute_time_and_durations_are_recorded(app, define, work, api):

@@ -53,15 +53,16 @@ def login_page_token(client):
 
 def test_login_requires_csrf_and_right_password(app, client):
     create_user("ops@example.com", "operator", "s3cret-pass")
-    no_token = client.post("/login", data={"email": "ops@example.com",
-                                           "password": "s3cret-pass"})
+    no_token = client.post("/login", data={"email": "ops@example.com", "password": "s3cret-pass"})
     assert no_token.status_code == 400  # CSRF refused
     token = login_page_token(client)
-    wrong = client.post("/login", data={"email": "ops@example.com", "password": "nope",
-                                        "csrf_token": token})
+    wrong = client.post(
+        "/login", data={"email": "ops@example.com", "password": "nope", "csrf_token": token}
+    )
     assert "Wrong email or password" in wrong.get_data(as_text=True)
-    ok = client.post("/login", data={"email": "ops@example.com", "password": "s3cret-pass",
-                                     "csrf_token": token})
+    ok = client.post(
+        "/login", data={"email": "ops@example.com", "password": "s3cret-pass", "csrf_token": token}
+    )
     assert ok.status_code == 302
     page = client.get("/")
     assert page.status_code == 200
@@ -71,9 +72,10 @@ def test_login_requires_csrf_and_right_password(app, client):
 def test_login_does_not_redirect_off_site(app, client):
     create_user("v@example.com", "viewer", "s3cret-pass")
     token = login_page_token(client)
-    response = client.post("/login?next=https://evil.example/x",
-                           data={"email": "v@example.com", "password": "s3cret-pass",
-                                 "csrf_token": token})
+    response = client.post(
+        "/login?next=https://evil.example/x",
+        data={"email": "v@example.com", "password": "s3cret-pass", "csrf_token": token},
+    )
     assert response.headers["Location"] == "/"
 
 
@@ -81,8 +83,9 @@ def test_cookie_session_api_posts_need_the_csrf_header(app, client, define):
     create_user("op@example.com", "operator", "s3cret-pass")
     define("wf", [("a", "def run(ctx):\n    return 1")])
     token = login_page_token(client)
-    client.post("/login", data={"email": "op@example.com", "password": "s3cret-pass",
-                                "csrf_token": token})
+    client.post(
+        "/login", data={"email": "op@example.com", "password": "s3cret-pass", "csrf_token": token}
+    )
     refused = client.post("/api/workflows/wf/runs", json={})
     assert refused.status_code == 400 and "CSRF" in refused.json["error"]
     accepted = client.post("/api/workflows/wf/runs", json={}, headers={"X-CSRFToken": token})
@@ -90,10 +93,18 @@ def test_cookie_session_api_posts_need_the_csrf_header(app, client, define):
 
 
 def test_production_refuses_a_missing_secret_key(tmp_path):
-    env = {"CONSOLE_ENV": "production", "CONSOLE_INSTANCE_PATH": str(tmp_path),
-           "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", "from console import create_app; create_app()"],
-                            env=env, cwd=ROOT, capture_output=True, text=True)
+    env = {
+        "CONSOLE_ENV": "production",
+        "CONSOLE_INSTANCE_PATH": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from console import create_app; create_app()"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "SECRET_KEY must be set in production" in result.stderr
 
@@ -108,10 +119,13 @@ def test_development_generates_and_keeps_a_secret_key(tmp_path, monkeypatch):
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
-@pytest.mark.parametrize("url,expected", [
-    ("postgres://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"),
-    ("postgresql://u@h/d", "postgresql+psycopg://u@h/d"),
-])
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("postgres://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"),
+        ("postgresql://u@h/d", "postgresql+psycopg://u@h/d"),
+    ],
+)
 def test_postgres_urls_are_rewritten(monkeypatch, url, expected):
     from console.config import database_url
 

@@ -14,12 +14,13 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from flask import current_app
 from jsonschema import Draft202012Validator
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.engine import Engine
 
 from console import runs as domain
@@ -52,6 +53,29 @@ def advance_run(run_id: str) -> str | None:
             return Runner(run_id).advance()
         finally:
             db.session.remove()
+
+
+def warm_up() -> None:
+    """Run the engine's statements once against no run, so that the ORM's mappers and the
+    compiled SQL exist before a worker forks: each work-horse then starts warm."""
+    from sqlalchemy.orm import configure_mappers
+
+    configure_mappers()
+    nobody = domain.Claim("0" * 26, "warm-up")
+    now = utcnow()
+    outcome = domain.StepOutcome(
+        name="-", position=0, status="completed", started_at=now, finished_at=now, attempts=1
+    )
+    with get_app().app_context():
+        domain.claim_run(nobody.run_id, nobody.owner)
+        domain.record_step_completed(nobody, outcome, 1, [])
+        domain.record_task(nobody, "-", "-", None, [])
+        domain.finish_run(nobody, "completed")
+        for stmt in (_LOAD_RUN, _LOAD_STEPS, _LOAD_TASKS):
+            db.session.execute(stmt, {"b_id": nobody.run_id}).all()
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
 
 
 def new_owner() -> str:
@@ -90,10 +114,53 @@ class Heartbeat:
                 with self.engine.connect() as conn:
                     conn.execution_options(sqlite_immediate=True)
                     with conn.begin():
-                        domain.renew_lease(conn, self.claim.run_id, self.claim.owner,
-                                           self.lease)
+                        domain.renew_lease(conn, self.claim.run_id, self.claim.owner, self.lease)
             except Exception:  # a missed beat is survivable; the next one retries
                 log.exception("lease renewal failed for run %s", self.claim.run_id)
+
+
+_B_ID = bindparam("b_id", type_=String())
+_LOAD_RUN = select(Run.id, Run.input, Run.version_id).where(Run.id == _B_ID)
+_LOAD_STEPS = select(
+    StepRun.name,
+    StepRun.status,
+    StepRun.output,
+    StepRun.resume_data,
+    StepRun.timed_out,
+    StepRun.attempts,
+    StepRun.runs,
+).where(StepRun.run_id == _B_ID)
+_LOAD_TASKS = select(TaskResult.step_name, TaskResult.key, TaskResult.result).where(
+    TaskResult.run_id == _B_ID
+)
+
+
+@dataclass(frozen=True)
+class PinnedVersion:
+    id: int
+    label: str
+    definition: dict[str, Any]
+
+
+_versions: dict[tuple[int, str], PinnedVersion] = {}
+
+
+def load_version(version_id: int) -> PinnedVersion:
+    """A run's version; definitions never change once published, so each process parses one
+    once (keyed with its hash too, since ids repeat across databases)."""
+    head = db.session.execute(
+        select(WorkflowVersion.label, WorkflowVersion.definition_hash).where(
+            WorkflowVersion.id == version_id
+        )
+    ).one()
+    key = (version_id, head.definition_hash)
+    pinned = _versions.get(key)
+    if pinned is None:
+        definition: dict[str, Any] = db.session.execute(
+            select(WorkflowVersion.definition).where(WorkflowVersion.id == version_id)
+        ).scalar_one()
+        pinned = _versions[key] = PinnedVersion(version_id, head.label, definition)
+    return pinned
 
 
 class Runner:
@@ -116,26 +183,15 @@ class Runner:
     # ----------------------------------------------------------------------------------
     def drive(self, claim: domain.Claim, heartbeat: Heartbeat) -> tuple[str | None, bool]:
         """Execute the run's remaining steps. Returns (status, whether to claim again)."""
-        run = db.session.execute(
-            select(Run.id, Run.input, Run.version_id).where(Run.id == self.run_id)
-        ).one()
-        version = db.session.execute(
-            select(WorkflowVersion.id, WorkflowVersion.label, WorkflowVersion.definition)
-            .where(WorkflowVersion.id == run.version_id)
-        ).one()
+        run = db.session.execute(_LOAD_RUN, {"b_id": self.run_id}).one()
+        version = load_version(run.version_id)
         definition = version.definition
         steps = definition["steps"]
         # The whole replay state in two queries: step checkpoints and task results. Plain
         # rows, not ORM objects, so that nothing reloads after the commit below.
-        rows = {r.name: r for r in db.session.execute(
-            select(StepRun.name, StepRun.status, StepRun.output, StepRun.resume_data,
-                   StepRun.timed_out, StepRun.attempts, StepRun.runs)
-            .where(StepRun.run_id == run.id))}
+        rows = {r.name: r for r in db.session.execute(_LOAD_STEPS, {"b_id": run.id})}
         tasks: dict[str, dict[str, Any]] = {}
-        for t in db.session.execute(
-            select(TaskResult.step_name, TaskResult.key, TaskResult.result)
-            .where(TaskResult.run_id == run.id)
-        ):
+        for t in db.session.execute(_LOAD_TASKS, {"b_id": run.id}):
             tasks.setdefault(t.step_name, {})[t.key] = t.result
         results: dict[str, StepResult] = {}
         run_input = run.input or {}
@@ -146,25 +202,31 @@ class Runner:
             name = step["name"]
             row = rows.get(name)
             if row is not None and row.status == "completed":
-                results[name] = StepResult(name, "completed", row.output, row.resume_data,
-                                           row.timed_out)
+                results[name] = StepResult(
+                    name, "completed", row.output, row.resume_data, row.timed_out
+                )
                 output = row.output
                 continue
             attempts = (row.attempts if row is not None else 0) + 1
             logger = StepLogger(name, attempts)
             step_tasks = tasks.setdefault(name, {})
 
-            def record(key: str, result: Any, _name: str = name,
-                       _logger: StepLogger = logger) -> None:
+            def record(
+                key: str, result: Any, _name: str = name, _logger: StepLogger = logger
+            ) -> None:
                 if not domain.record_task(claim, _name, key, result, _logger.drain()):
                     raise ClaimLost()
 
             ctx = Context(
-                input=run_input, steps=Steps(dict(results)),
-                run=RunInfo(id=run.id, runs=row.runs if row is not None else 1,
-                            attempt=attempts),
-                logger=logger, workflow=definition["name"], version=version.label,
-                step_name=name, tasks=step_tasks, record_task=record,
+                input=run_input,
+                steps=Steps(results),
+                run=RunInfo(id=run.id, runs=row.runs if row is not None else 1, attempt=attempts),
+                logger=logger,
+                workflow=definition["name"],
+                version=version.label,
+                step_name=name,
+                tasks=step_tasks,
+                record_task=record,
             )
             started = utcnow()
             heartbeat.deadline = time.monotonic() + float(step["timeout"]) + heartbeat.lease
@@ -179,13 +241,19 @@ class Runner:
             except ClaimLost:
                 return None, False
             except (Exception, SystemExit) as exc:
-                return self.fail_step(claim, step, position, row, attempts, started, exc,
-                                      logger), True
+                return self.fail_step(
+                    claim, step, position, row, attempts, started, exc, logger
+                ), True
             finally:
                 heartbeat.deadline = None
             outcome = domain.StepOutcome(
-                name=name, position=position, status="completed", started_at=started,
-                finished_at=utcnow(), attempts=attempts, output=output,
+                name=name,
+                position=position,
+                status="completed",
+                started_at=started,
+                finished_at=utcnow(),
+                attempts=attempts,
+                output=output,
                 exists=row is not None,
             )
             status = domain.record_step_completed(claim, outcome, position + 1, logger.drain())
@@ -193,8 +261,11 @@ class Runner:
                 return None, False
             results[name] = StepResult(name, "completed", output)
             if exited:
-                skipped = [(i, s["name"]) for i, s in enumerate(steps)
-                           if i > position and s["name"] not in rows]
+                skipped = [
+                    (i, s["name"])
+                    for i, s in enumerate(steps)
+                    if i > position and s["name"] not in rows
+                ]
                 domain.finish_run(claim, "completed", output=output, skipped=skipped)
                 return "completed", False
             last = position == len(steps) - 1
@@ -206,35 +277,51 @@ class Runner:
         status = db.session.scalar(select(Run.status).where(Run.id == claim.run_id))
         return status, status == "pending"
 
-    def fail_step(self, claim: domain.Claim, step: dict[str, Any], position: int,
-                  row: Any, attempts: int, started: Any, exc: BaseException,
-                  logger: StepLogger) -> str | None:
+    def fail_step(
+        self,
+        claim: domain.Claim,
+        step: dict[str, Any],
+        position: int,
+        row: Any,
+        attempts: int,
+        started: Any,
+        exc: BaseException,
+        logger: StepLogger,
+    ) -> str | None:
         finished = utcnow()
         error = step_traceback(exc)
         retry_at = None
         if attempts <= int(step["retries"]):
             delay = float(step["retry_delay"]) * 2 ** (attempts - 1)
             retry_at = finished + timedelta(seconds=delay)
-            logger.warning(f"attempt {attempts} failed; retrying in {delay:g} s",
-                           error=f"{type(exc).__name__}: {exc}")
+            logger.warning(
+                f"attempt {attempts} failed; retrying in {delay:g} s",
+                error=f"{type(exc).__name__}: {exc}",
+            )
         outcome = domain.StepOutcome(
-            name=step["name"], position=position, status="failed", started_at=started,
-            finished_at=finished, attempts=attempts, error=error, exists=row is not None,
+            name=step["name"],
+            position=position,
+            status="failed",
+            started_at=started,
+            finished_at=finished,
+            attempts=attempts,
+            error=error,
+            exists=row is not None,
         )
         return domain.record_step_failed(claim, outcome, retry_at, logger.drain())
 
     def finish(self, claim: domain.Claim, definition: dict[str, Any], output: Any) -> str | None:
         schema = definition.get("output_schema")
         if schema:
-            validator = Draft202012Validator(schema,
-                                             format_checker=Draft202012Validator.FORMAT_CHECKER)
+            validator = Draft202012Validator(
+                schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
             problems = [
                 f"{'/' + '/'.join(str(p) for p in e.absolute_path)}: {e.message}"
                 for e in validator.iter_errors(output)
             ]
             if problems:
-                error = "The run's output does not match the output schema:\n" + "\n".join(
-                    problems)
+                error = "The run's output does not match the output schema:\n" + "\n".join(problems)
                 ok = domain.finish_run(claim, "failed", output=output, error=error)
                 return "failed" if ok else None
         ok = domain.finish_run(claim, "completed", output=output)

@@ -29,10 +29,14 @@ def wake_due_timers() -> int:
     """Enqueue sleeping runs whose wake-up time has come (once per wake-up)."""
     now = utcnow()
     due = db.session.scalars(
-        select(Run.id).where(
-            Run.status == "sleeping", Run.wake_at <= now,
+        select(Run.id)
+        .where(
+            Run.status == "sleeping",
+            Run.wake_at <= now,
             or_(Run.enqueued_at.is_(None), Run.enqueued_at < Run.wake_at),
-        ).order_by(Run.wake_at).limit(BATCH)
+        )
+        .order_by(Run.wake_at)
+        .limit(BATCH)
     ).all()
     db.session.commit()
     for run_id in due:
@@ -56,14 +60,19 @@ def requeue_lost_runs() -> int:
     lease = timedelta(seconds=float(current_app.config["RUN_LEASE_SECONDS"]))
     settled = or_(Run.enqueued_at.is_(None), Run.enqueued_at < now - grace)
     rows = db.session.execute(
-        select(Run.id, Run.status, Run.job_id, Run.enqueued_at).where(
+        select(Run.id, Run.status, Run.job_id, Run.enqueued_at)
+        .where(
             or_(
-                and_(Run.status == "pending", settled,
-                     or_(Run.lease_owner.is_(None), Run.lease_expires_at < now)),
+                and_(
+                    Run.status == "pending",
+                    settled,
+                    or_(Run.lease_owner.is_(None), Run.lease_expires_at < now),
+                ),
                 and_(Run.status == "running", Run.lease_expires_at < now, settled),
                 and_(Run.status == "sleeping", Run.wake_at <= now - grace, settled),
             )
-        ).limit(BATCH)
+        )
+        .limit(BATCH)
     ).all()
     db.session.commit()
     count = 0
@@ -72,11 +81,20 @@ def requeue_lost_runs() -> int:
         if state in WAITING:
             continue
         # A job a worker has started on a pending run is only trusted for a lease's length.
-        if state == JobStatus.STARTED and row.status == "pending" and row.enqueued_at \
-                and row.enqueued_at > now - lease:
+        if (
+            state == JobStatus.STARTED
+            and row.status == "pending"
+            and row.enqueued_at
+            and row.enqueued_at > now - lease
+        ):
             continue
-        log.info("re-enqueueing %s run %s (job %s: %s)", row.status, row.id, row.job_id,
-                 state or "missing")
+        log.info(
+            "re-enqueueing %s run %s (job %s: %s)",
+            row.status,
+            row.id,
+            row.job_id,
+            state or "missing",
+        )
         enqueue_run(row.id)
         count += 1
     return count

@@ -63,10 +63,16 @@ class StepLogger:
 
     def _log(self, level: str, message: Any, fields: dict[str, Any]) -> None:
         safe = to_json(fields, "log fields") if fields else None
-        self.lines.append({
-            "step_name": self.step, "attempt": self.attempt, "level": level,
-            "message": str(message), "fields": safe, "created_at": utcnow(),
-        })
+        self.lines.append(
+            {
+                "step_name": self.step,
+                "attempt": self.attempt,
+                "level": level,
+                "message": str(message),
+                "fields": safe,
+                "created_at": utcnow(),
+            }
+        )
 
     def debug(self, message: Any, **fields: Any) -> None:
         self._log("debug", message, fields)

@@ -33,8 +33,9 @@ class SchedulerProcess:
         self.conn = get_redis()
         self.tick = tick
         self.interval = float(current_app.config["RECONCILE_INTERVAL"])
-        self.scheduler = Scheduler(queue_name=current_app.config["RUN_QUEUE"],
-                                   connection=self.conn, interval=tick)
+        self.scheduler = Scheduler(
+            queue_name=current_app.config["RUN_QUEUE"], connection=self.conn, interval=tick
+        )
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = False
         self.last_reconcile = 0.0
@@ -45,8 +46,12 @@ class SchedulerProcess:
     def run(self, iterations: int | None = None) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        log.info("scheduler %s started (tick %.1fs, reconcile every %.1fs)", self.identity,
-                 self.tick, self.interval)
+        log.info(
+            "scheduler %s started (tick %.1fs, reconcile every %.1fs)",
+            self.identity,
+            self.tick,
+            self.interval,
+        )
         count = 0
         while not self.stopping and (iterations is None or count < iterations):
             started = time.monotonic()

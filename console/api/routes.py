@@ -104,9 +104,13 @@ def put_workflow(name: str) -> Any:
         raise ValidationFailed("publish must be true or false")
     existed = db.session.scalar(select(Workflow.id).filter_by(name=name)) is not None
     workflow, version, published = save_workflow(
-        data, name, publish=publish, note=str(data.get("note") or ""), user=current_user.email)
-    body = {"name": workflow.name, "version": version.label if version else None,
-            "published": published}
+        data, name, publish=publish, note=str(data.get("note") or ""), user=current_user.email
+    )
+    body = {
+        "name": workflow.name,
+        "version": version.label if version else None,
+        "published": published,
+    }
     return jsonify(body), 200 if existed else 201
 
 
@@ -142,17 +146,28 @@ def start_run(name: str) -> Any:
     workflow = load_workflow(name)
     body = json_body(required=False)
     if not isinstance(body, dict):
-        raise ValidationFailed("The body must be a JSON object: {\"input\": {...}}")
+        raise ValidationFailed('The body must be a JSON object: {"input": {...}}')
     unknown = sorted(set(body) - {"input", "version", "idempotency_key"})
     if unknown:
-        raise ValidationFailed("Unknown fields in the request",
-                               [{"path": f"/{k}", "message": "unknown field"} for k in unknown])
+        raise ValidationFailed(
+            "Unknown fields in the request",
+            [{"path": f"/{k}", "message": "unknown field"} for k in unknown],
+        )
     run, created = domain.start_run(
-        workflow, body.get("input"), version=body.get("version"), trigger="api",
-        idempotency_key=body.get("idempotency_key"), user=current_user.email,
+        workflow,
+        body.get("input"),
+        version=body.get("version"),
+        trigger="api",
+        idempotency_key=body.get("idempotency_key"),
+        user=current_user.email,
     )
-    data = {"id": run.id, "status": run.status, "workflow": workflow.name,
-            "version": run.version.label, "url": run_summary(run)["url"]}
+    data = {
+        "id": run.id,
+        "status": run.status,
+        "workflow": workflow.name,
+        "version": run.version.label,
+        "url": run_summary(run)["url"],
+    }
     response = jsonify(data)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -185,8 +200,9 @@ def list_runs() -> Any:
     rows = list(db.session.scalars(query.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return jsonify(data=[run_summary(r) for r in rows],
-                   next_cursor=rows[-1].id if more and rows else None)
+    return jsonify(
+        data=[run_summary(r) for r in rows], next_cursor=rows[-1].id if more and rows else None
+    )
 
 
 @bp.get("/runs/<run_id>")
@@ -198,8 +214,7 @@ def get_run(run_id: str) -> Any:
 @bp.post("/runs/<run_id>/<action>")
 @role("operator")
 def act_on_run(run_id: str, action: str) -> Any:
-    actions = {"pause": domain.pause_run, "resume": domain.resume_run,
-               "cancel": domain.cancel_run}
+    actions = {"pause": domain.pause_run, "resume": domain.resume_run, "cancel": domain.cancel_run}
     if action not in actions:
         raise NotFound(f"Unknown action {action!r}; use pause, resume or cancel")
     load_run(run_id)
@@ -224,9 +239,17 @@ def run_logs(run_id: str) -> Any:
     if not 1 <= limit <= 5000:
         raise ValidationFailed("limit must be between 1 and 5000")
     lines = db.session.scalars(query.limit(limit))
-    return jsonify(data=[{
-        "id": line.id, "step": line.step_name, "attempt": line.attempt, "level": line.level,
-        "message": line.message, "fields": line.fields, "created_at": isoformat(line.created_at),
-    } for line in lines])
-
-
+    return jsonify(
+        data=[
+            {
+                "id": line.id,
+                "step": line.step_name,
+                "attempt": line.attempt,
+                "level": line.level,
+                "message": line.message,
+                "fields": line.fields,
+                "created_at": isoformat(line.created_at),
+            }
+            for line in lines
+        ]
+    )

@@ -5,10 +5,14 @@ from wtforms.validators import DataRequired, Length, Regexp
 
 class LoginForm(FlaskForm):
     # Not an RFC check: the first admin is admin@localhost, which strict validators refuse.
-    email = EmailField("Email", validators=[
-        DataRequired(), Length(max=254),
-        Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like name@example.com."),
-    ])
+    email = EmailField(
+        "Email",
+        validators=[
+            DataRequired(),
+            Length(max=254),
+            Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like name@example.com."),
+        ],
+    )
     password = PasswordField("Password", validators=[DataRequired()])
     submit = SubmitField("Log in")
 

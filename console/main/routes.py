@@ -58,8 +58,9 @@ def logout() -> Any:
 def index() -> Any:
     counts = dict(db.session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
     workflows = db.session.scalar(select(func.count()).select_from(Workflow))
-    return render_template("main/index.html", counts=counts, workflows=workflows,
-                           logout_form=EmptyForm())
+    return render_template(
+        "main/index.html", counts=counts, workflows=workflows, logout_form=EmptyForm()
+    )
 
 
 @bp.get("/runs/<run_id>")
@@ -70,10 +71,10 @@ def run_page(run_id: str) -> Any:
         run = get_run(run_id)
     except NotFound:
         abort(404)
-    logs = db.session.scalars(select(LogLine).where(LogLine.run_id == run.id)
-                              .order_by(LogLine.id).limit(2000)).all()
-    return render_template("main/run.html", run=run_detail(run), logs=logs,
-                           logout_form=EmptyForm())
+    logs = db.session.scalars(
+        select(LogLine).where(LogLine.run_id == run.id).order_by(LogLine.id).limit(2000)
+    ).all()
+    return render_template("main/run.html", run=run_detail(run), logs=logs, logout_form=EmptyForm())
 
 
 @bp.get("/healthz")
