@@ -9,6 +9,7 @@ from flask import Flask
 
 from .config import Config
 from .extensions import configure_sqlite, csrf, db, htmx, login_manager, migrate
+from .timeutil import isoformat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,18 +37,28 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from . import auth, cli
     from .api import bp as api_bp
+    from .flow import bp as flow_bp
+    from .hooks import bp as hooks_bp
     from .main import bp as main_bp
+    from .outbox import bp as outbox_bp
 
     auth.init_app(app)
     app.register_blueprint(main_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(flow_bp)
+    csrf.exempt(flow_bp)  # the link's token is the credential; API clients POST to it
     csrf.exempt(api_bp)  # the API checks CSRF itself for cookie sessions (see api.routes)
+    app.register_blueprint(hooks_bp)
+    csrf.exempt(hooks_bp)  # webhooks authenticate by the secret in their URL, not a session
+    app.register_blueprint(outbox_bp)
     cli.init_app(app)
 
     @app.template_filter("utc")
     def _utc(value: str | None) -> str:
         """Server-side fallback; console.js shows the viewer's own timezone."""
         return (value or "").replace("T", " ").split(".")[0].replace("Z", "") + " UTC"
+
+    app.add_template_filter(isoformat, "isoformat")
 
     @app.teardown_appcontext
     def _end_session(exc: BaseException | None) -> None:

@@ -58,3 +58,33 @@ def deliver(message: EmailMessage) -> bool:
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"{type(exc).__name__}: {exc}") from exc
     return True
+
+
+def send_recorded(message_id: int) -> str:
+    """Deliver an Outbox message and record how it went: ``sent``, ``kept`` (no mail server
+    configured) or ``failed`` (then MailError is raised, failing the step)."""
+    from sqlalchemy import update
+
+    from .extensions import db, write_transaction
+    from .models import OutboxMessage
+    from .timeutil import utcnow
+
+    message = db.session.get(OutboxMessage, message_id)
+    assert message is not None
+    email = build_message(message.recipients, message.subject, message.text, message.html)
+    db.session.commit()
+    error = None
+    try:
+        status = "sent" if deliver(email) else "kept"
+    except MailError as exc:
+        status, error = "failed", str(exc)
+    write_transaction()
+    db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(status=status, error=error, sent_at=utcnow() if status == "sent" else None)
+    )
+    db.session.commit()
+    if error:
+        raise MailError(f"sending the email failed: {error}")
+    return status

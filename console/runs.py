@@ -9,6 +9,7 @@ nothing.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from typing import Any
 from flask import current_app
 from jsonschema import Draft202012Validator
 from sqlalchemy import (
+    Boolean,
     Integer,
     String,
     Text,
@@ -39,9 +41,11 @@ from .models import (
     TERMINAL,
     Json,
     LogLine,
+    OutboxMessage,
     Run,
     StepRun,
     TaskResult,
+    Waitpoint,
     Workflow,
     WorkflowVersion,
 )
@@ -50,6 +54,11 @@ from .timeutil import UTCDateTime, utcnow
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 PAUSABLE = ("pending", "running", "sleeping", "suspended")
+
+
+def _count(result: Any) -> int:
+    """Rows changed by an UPDATE (typed loosely: SQLAlchemy's Result hides rowcount)."""
+    return int(result.rowcount)
 
 
 def _lease_seconds() -> float:
@@ -198,10 +207,12 @@ def pause_run(run_id: str) -> Run:
 
 
 def resume_run(run_id: str) -> Run:
-    """paused → where the run would be now: still sleeping if its timer is open, else pending."""
+    """paused → where the run would be now: suspended or sleeping while its wait is open,
+    else pending."""
     now = utcnow()
     target = case(
         (and_(Run.paused_from == "sleeping", Run.wake_at > now), "sleeping"),
+        (Run.paused_from == "suspended", "suspended"),
         else_="pending",
     )
     stmt = (
@@ -213,7 +224,12 @@ def resume_run(run_id: str) -> Run:
     if not changed:
         _refuse_terminal(run, "be resumed")
         return run
-    if run.status == "pending":
+    if run.status == "suspended":
+        # A link used while paused, or a timeout that passed, acts now.
+        settle_waits(run.id)
+        run = get_run(run.id)
+        db.session.refresh(run)
+    elif run.status == "pending":
         enqueue_run(run.id)
     return run
 
@@ -244,6 +260,7 @@ def cancel_run(run_id: str) -> Run:
             )
             .values(status="canceled", finished_at=now)
         )
+        _close_waitpoints(run_id)
     db.session.commit()
     run = get_run(run_id)
     db.session.refresh(run)
@@ -342,7 +359,12 @@ _UPDATE_STEP = (
         started_at=bindparam("b_started", type_=UTCDateTime()),
         finished_at=bindparam("b_finished", type_=UTCDateTime()),
         duration_ms=bindparam("b_duration", type_=Integer()),
-        sleep_reason=None,
+        runs=bindparam("b_runs", type_=Integer()),
+        sleep_reason=bindparam("b_sleep", type_=String()),
+        context=bindparam("b_context", type_=Json),
+        resume_data=bindparam("b_resume", type_=Json),
+        timed_out=bindparam("b_timed_out", type_=Boolean()),
+        callback_request=None,
     )
 )
 _INSERT_STEP = insert(_S)
@@ -363,7 +385,7 @@ def claim_run(run_id: str, owner: str) -> bool:
     """Take a run that is due: pending, sleeping past its timer, or running on a dead lease."""
     params = _lease_params(Claim(run_id, owner), utcnow())
     conn = write_transaction()
-    claimed = conn.execute(_CLAIM, params).rowcount == 1  # type: ignore[attr-defined]
+    claimed = conn.execute(_CLAIM, params).rowcount == 1
     db.session.commit()
     return claimed
 
@@ -435,6 +457,42 @@ def record_task(claim: Claim, step: str, key: str, result: Any, logs: list[dict[
     return True
 
 
+def record_email(
+    claim: Claim,
+    step: str,
+    runs: int,
+    seq: int,
+    recipients: list[str],
+    subject: str,
+    text: str,
+    html: str | None,
+) -> int | None:
+    """Record an email in the Outbox before it is sent (so a replay never sends it twice).
+    A message whose earlier sending failed is taken up again. None if the claim was lost."""
+    key = {"run_id": claim.run_id, "step_name": step, "runs": runs, "seq": seq}
+    conn = write_transaction()
+    if conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar() is None:
+        db.session.rollback()
+        return None
+    existing = db.session.execute(
+        select(OutboxMessage.id, OutboxMessage.status).filter_by(**key)
+    ).first()
+    if existing is not None:
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == existing.id, OutboxMessage.status == "failed")
+            .values(status="sending", error=None)
+        )
+        db.session.commit()
+        return int(existing.id)
+    message = OutboxMessage(
+        **key, recipients=recipients, subject=subject, text=text, html=html, status="sending"
+    )
+    db.session.add(message)
+    db.session.commit()
+    return int(message.id)
+
+
 @dataclass
 class StepOutcome:
     name: str
@@ -446,6 +504,11 @@ class StepOutcome:
     output: Any = None
     error: str | None = None
     exists: bool = False
+    runs: int = 1
+    sleep_reason: str | None = None
+    context: Any = None
+    resume_data: Any = None
+    timed_out: bool = False
 
     @property
     def duration_ms(self) -> int:
@@ -466,6 +529,11 @@ def _write_step(conn: Any, claim: Claim, outcome: StepOutcome) -> None:
                 "b_started": outcome.started_at,
                 "b_finished": outcome.finished_at,
                 "b_duration": outcome.duration_ms,
+                "b_runs": outcome.runs,
+                "b_sleep": outcome.sleep_reason,
+                "b_context": outcome.context,
+                "b_resume": outcome.resume_data,
+                "b_timed_out": outcome.timed_out,
             },
         )
     else:
@@ -479,8 +547,11 @@ def _write_step(conn: Any, claim: Claim, outcome: StepOutcome) -> None:
                 "output": outcome.output,
                 "error": outcome.error,
                 "attempts": outcome.attempts,
-                "runs": 1,
-                "timed_out": False,
+                "runs": outcome.runs,
+                "timed_out": outcome.timed_out,
+                "resume_data": outcome.resume_data,
+                "sleep_reason": outcome.sleep_reason,
+                "context": outcome.context,
                 "started_at": outcome.started_at,
                 "finished_at": outcome.finished_at,
                 "duration_ms": outcome.duration_ms,
@@ -489,7 +560,11 @@ def _write_step(conn: Any, claim: Claim, outcome: StepOutcome) -> None:
 
 
 def record_step_completed(
-    claim: Claim, outcome: StepOutcome, next_step: int, logs: list[dict[str, Any]]
+    claim: Claim,
+    outcome: StepOutcome,
+    next_step: int,
+    logs: list[dict[str, Any]],
+    close_waits: bool = False,
 ) -> str | None:
     """Commit a step's checkpoint and move the run to the next step, in one transaction.
 
@@ -508,6 +583,8 @@ def record_step_completed(
         if rows:
             conn.execute(_INSERT_LOGS, rows)
         _write_step(conn, claim, outcome)
+        if close_waits:
+            _close_waitpoints(claim.run_id, outcome.name)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -532,6 +609,7 @@ def record_step_failed(
             compute_ms=Run.compute_ms + compute,
         )
         outcome.status = "sleeping"
+        outcome.sleep_reason = "retry"
     else:
         status = _fence(
             claim,
@@ -549,6 +627,8 @@ def record_step_failed(
         return None
     _insert_logs(claim, logs)
     _write_step(db.session.connection(), claim, outcome)
+    if retry_at is None:
+        _close_waitpoints(claim.run_id)
     db.session.commit()
     return "failed" if retry_at is None else status
 
@@ -605,6 +685,7 @@ def finish_run(
     if conn.execute(_FINISH, params).scalar() is None:
         db.session.rollback()
         return False
+    _close_waitpoints(claim.run_id)
     if skipped:
         conn.execute(
             _INSERT_STEP,
@@ -623,6 +704,350 @@ def finish_run(
         )
     db.session.commit()
     return True
+
+
+# ------------------------------------------------------- waits: suspend, rerun, ctx.wait
+
+_W = Waitpoint.__table__
+
+
+def _close_waitpoints(run_id: str, step: str | None = None) -> None:
+    """The waits of a run (or of one of its steps) are over: their links now answer 410."""
+    stmt = update(_W).where(_W.c.run_id == run_id, _W.c.state == "open")
+    if step is not None:
+        stmt = stmt.where(_W.c.step_name == step)
+    db.session.execute(stmt.values(state="closed", decided_at=utcnow()))
+
+
+def open_waitpoint(
+    claim: Claim, step: str, runs: int, kind: str, expires_at: datetime | None
+) -> str | None:
+    """The waitpoint of this step execution, created (and committed) on first use, so that a
+    link used before the step ends is kept. A replay of the execution gets the same one.
+    Returns None when the claim was lost."""
+    from .links import token_hash, waitpoint_token
+
+    key = {"run_id": claim.run_id, "step_name": step, "runs": runs, "kind": kind}
+    existing = db.session.scalar(select(Waitpoint.id).filter_by(**key))
+    db.session.commit()
+    if existing is not None:
+        return str(existing)
+    waitpoint_id = secrets.token_hex(16)
+    row = dict(
+        key,
+        id=waitpoint_id,
+        resume_hash=token_hash(waitpoint_token(waitpoint_id, "resume")),
+        cancel_hash=token_hash(waitpoint_token(waitpoint_id, "cancel")),
+        created_at=utcnow(),
+        expires_at=expires_at,
+        state="open",
+    )
+    conn = write_transaction()
+    if conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar() is None:
+        db.session.rollback()
+        return None
+    try:
+        conn.execute(insert(_W), row)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        existing = db.session.scalar(select(Waitpoint.id).filter_by(**key))
+        db.session.commit()
+        return str(existing) if existing else None
+    return waitpoint_id
+
+
+def _waitpoint_state(waitpoint_id: str) -> tuple[str, Any]:
+    row = db.session.execute(
+        select(Waitpoint.state, Waitpoint.payload).where(Waitpoint.id == waitpoint_id)
+    ).one()
+    return str(row.state), row.payload
+
+
+def _park(
+    claim: Claim, outcome: StepOutcome, status: str, wake_at: datetime | None, next_step: int
+) -> None:
+    """Inside a fenced transaction: let go of the run, which now waits as ``status``
+    (or stays paused, remembering that it would be waiting)."""
+    db.session.execute(
+        update(Run)
+        .where(Run.id == claim.run_id)
+        .values(
+            status=case((Run.status == "paused", "paused"), else_=status),
+            paused_from=case((Run.status == "paused", status), else_=Run.paused_from),
+            wake_at=wake_at,
+            current_step=next_step,
+            compute_ms=Run.compute_ms + outcome.duration_ms,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+
+
+def record_step_suspended(
+    claim: Claim, outcome: StepOutcome, waitpoint_id: str, logs: list[dict[str, Any]]
+) -> str | None:
+    """The step called ``ctx.flow.suspend``: record its output and suspend the run until a
+    link or the timeout. A link used while the step ran has already decided: then the step
+    completes with its ``resume_data`` at once and the run's status is returned."""
+    rows = _log_rows(claim, logs)
+    conn = write_transaction()
+    # The fence locks the run's row first, so a link deciding now waits for this commit.
+    status = conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar()
+    if status is None:
+        db.session.rollback()
+        return None
+    state, payload = _waitpoint_state(waitpoint_id)
+    if rows:
+        conn.execute(_INSERT_LOGS, rows)
+    if state == "resumed":
+        outcome.status, outcome.resume_data = "completed", payload
+        _write_step(conn, claim, outcome)
+        db.session.execute(
+            update(Run)
+            .where(Run.id == claim.run_id)
+            .values(
+                current_step=outcome.position + 1,
+                compute_ms=Run.compute_ms + outcome.duration_ms,
+            )
+        )
+        db.session.commit()
+        return str(status)
+    expires = db.session.scalar(select(Waitpoint.expires_at).where(Waitpoint.id == waitpoint_id))
+    outcome.status = "suspended"
+    _write_step(conn, claim, outcome)
+    _park(claim, outcome, "suspended", expires, outcome.position + 1)
+    db.session.commit()
+    return "suspended"
+
+
+def record_step_rerun(
+    claim: Claim,
+    outcome: StepOutcome,
+    waitpoint_id: str,
+    delay: float,
+    context: Any,
+    logs: list[dict[str, Any]],
+) -> str | None:
+    """The step called ``ctx.flow.rerun``: it executes again after ``delay`` seconds (at once
+    if its resume link was used meanwhile), as execution ``runs + 1``."""
+    rows = _log_rows(claim, logs)
+    conn = write_transaction()
+    status = conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar()
+    if status is None:
+        db.session.rollback()
+        return None
+    state, payload = _waitpoint_state(waitpoint_id)
+    woken = state == "resumed"
+    now = utcnow()
+    wake = now if woken else now + timedelta(seconds=delay)
+    if rows:
+        conn.execute(_INSERT_LOGS, rows)
+    outcome.status, outcome.sleep_reason = "sleeping", "rerun"
+    outcome.runs, outcome.context, outcome.attempts = outcome.runs + 1, context, 0
+    _write_step(conn, claim, outcome)
+    if woken:
+        db.session.execute(
+            update(StepRun)
+            .where(StepRun.run_id == claim.run_id, StepRun.name == outcome.name)
+            .values(callback_request=payload)
+        )
+    _park(claim, outcome, "sleeping", wake, outcome.position)
+    db.session.commit()
+    return "sleeping"
+
+
+def record_step_waiting(
+    claim: Claim, outcome: StepOutcome, until: datetime, logs: list[dict[str, Any]]
+) -> str | None:
+    """The step called ``ctx.wait``: it executes again from the top at ``until``, as the same
+    execution (same ``runs`` and attempt)."""
+    rows = _log_rows(claim, logs)
+    conn = write_transaction()
+    if conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar() is None:
+        db.session.rollback()
+        return None
+    if rows:
+        conn.execute(_INSERT_LOGS, rows)
+    outcome.status, outcome.sleep_reason = "sleeping", "wait"
+    _write_step(conn, claim, outcome)
+    _park(claim, outcome, "sleeping", until, outcome.position)
+    db.session.commit()
+    return "sleeping"
+
+
+def apply_waitpoint(waitpoint_id: str) -> Run | None:
+    """Carry a decided waitpoint over to its run, if the run still waits on it (idempotent).
+
+    ``resumed``/``timed_out`` on a suspend: the step completes with ``resume_data`` and the
+    run becomes pending. ``resumed`` on a rerun: the step's next execution is due now, with
+    ``ctx.run.callback_request``. ``canceled``: the run is canceled."""
+    wp = db.session.get(Waitpoint, waitpoint_id)
+    if wp is None or wp.state in ("open", "closed"):
+        db.session.commit()
+        return None
+    run_id, step, runs, kind, state, payload = (
+        wp.run_id,
+        wp.step_name,
+        wp.runs,
+        wp.kind,
+        wp.state,
+        wp.payload,
+    )
+    if state == "canceled":
+        db.session.commit()
+        try:
+            return cancel_run(run_id)
+        except Conflict:
+            return get_run(run_id)
+    now = utcnow()
+    write_transaction()
+    # Lock the run's row first: a worker recording this step's end holds it until it commits.
+    status = db.session.execute(
+        update(Run).where(Run.id == run_id).values(updated_at=now).returning(Run.status)
+    ).scalar()
+    due = False
+    if kind == "suspend":
+        moved = db.session.execute(  # type: ignore[attr-defined]
+            update(StepRun)
+            .where(
+                StepRun.run_id == run_id,
+                StepRun.name == step,
+                StepRun.status == "suspended",
+                StepRun.runs == runs,
+            )
+            .values(status="completed", resume_data=payload, timed_out=state == "timed_out")
+        ).rowcount
+        if moved:
+            due = (
+                db.session.execute(  # type: ignore[attr-defined]
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == "suspended")
+                    .values(status="pending", wake_at=None)
+                ).rowcount
+                == 1
+            )  # type: ignore[attr-defined]
+            db.session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == "paused", Run.paused_from == "suspended")
+                .values(paused_from="pending", wake_at=None)
+            )
+    else:
+        moved = db.session.execute(  # type: ignore[attr-defined]
+            update(StepRun)
+            .where(
+                StepRun.run_id == run_id,
+                StepRun.name == step,
+                StepRun.runs == runs + 1,
+                StepRun.status == "sleeping",
+                StepRun.sleep_reason == "rerun",
+            )
+            .values(callback_request=payload)
+        ).rowcount
+        if moved:
+            db.session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status.in_(("sleeping", "paused")))
+                .values(wake_at=now)
+            )
+            due = status == "sleeping"
+    db.session.commit()
+    if due:
+        enqueue_run(run_id)
+    return get_run(run_id)
+
+
+@dataclass
+class LinkAnswer:
+    run_id: str
+    action: str
+    status: str
+    code: int
+    outcome: str
+
+
+LINK_STATES = {"resume": "resumed", "cancel": "canceled"}
+
+
+def find_waitpoint(token: str, action: str) -> Waitpoint:
+    from .links import token_hash
+
+    column = Waitpoint.resume_hash if action == "resume" else Waitpoint.cancel_hash
+    wp = db.session.scalar(select(Waitpoint).where(column == token_hash(token)))
+    if wp is None:
+        raise NotFound("This link is not valid: unknown or altered token")
+    return wp
+
+
+def act_on_link(token: str, action: str, payload: Any) -> LinkAnswer:
+    """A request to a resume or cancel link: the first one decides, once (SPEC §4)."""
+    wp = find_waitpoint(token, action)
+    target = LINK_STATES[action]
+    now = utcnow()
+    live_run = select(Run.id).where(Run.id == wp.run_id, Run.status.not_in(tuple(TERMINAL)))
+    write_transaction()
+    won = (
+        db.session.execute(  # type: ignore[attr-defined]
+            update(Waitpoint)
+            .where(
+                Waitpoint.id == wp.id,
+                Waitpoint.state == "open",
+                or_(Waitpoint.expires_at.is_(None), Waitpoint.expires_at > now),
+                Waitpoint.run_id.in_(live_run),
+            )
+            .values(state=target, payload=payload, decided_at=now)
+        ).rowcount
+        == 1
+    )  # type: ignore[attr-defined]
+    db.session.commit()
+    if won:
+        apply_waitpoint(wp.id)
+    db.session.expire_all()
+    state = db.session.scalar(select(Waitpoint.state).where(Waitpoint.id == wp.id))
+    run = get_run(wp.run_id)
+    if won:
+        return LinkAnswer(run.id, target, run.status, 200, target)
+    if state == target:
+        return LinkAnswer(run.id, f"already_{target}", run.status, 200, target)
+    if state in ("resumed", "canceled"):
+        return LinkAnswer(run.id, "conflict", run.status, 409, str(state))
+    return LinkAnswer(run.id, "gone", run.status, 410, str(state))
+
+
+def settle_waits(run_id: str) -> None:
+    """Time out a suspended run's expired wait and apply decisions made while it was paused."""
+    now = utcnow()
+    write_transaction()
+    db.session.execute(
+        update(Waitpoint)
+        .where(
+            Waitpoint.run_id == run_id,
+            Waitpoint.kind == "suspend",
+            Waitpoint.state == "open",
+            Waitpoint.expires_at <= now,
+        )
+        .values(state="timed_out", decided_at=now)
+    )
+    db.session.commit()
+    decided = db.session.scalars(
+        select(Waitpoint.id).where(
+            Waitpoint.run_id == run_id, Waitpoint.state.in_(("resumed", "timed_out"))
+        )
+    ).all()
+    db.session.commit()
+    for waitpoint_id in decided:
+        apply_waitpoint(waitpoint_id)
+
+
+def open_links(run_id: str) -> tuple[str, datetime | None] | None:
+    """The open suspend waitpoint of a run, if any: (id, expires_at)."""
+    row = db.session.execute(
+        select(Waitpoint.id, Waitpoint.expires_at)
+        .where(Waitpoint.run_id == run_id, Waitpoint.kind == "suspend", Waitpoint.state == "open")
+        .order_by(Waitpoint.created_at.desc())
+        .limit(1)
+    ).first()
+    return (row.id, row.expires_at) if row else None
 
 
 def delete_version(version: WorkflowVersion) -> None:

@@ -85,6 +85,18 @@ def run_detail(run: Run) -> dict[str, Any]:
         steps.append(view)
     data = run_summary(run)
     data.update({"input": run.input, "output": run.output, "error": run.error, "steps": steps})
+    if run.status == "suspended" or (run.status == "paused" and run.paused_from == "suspended"):
+        from .links import links_for
+        from .runs import open_links
+
+        waiting = open_links(run.id)
+        if waiting is not None:
+            links = links_for(waiting[0])
+            data["links"] = {
+                "resume_url": links.resume_url,
+                "cancel_url": links.cancel_url,
+                "expires_at": isoformat(waiting[1]),
+            }
     return data
 
 

@@ -219,6 +219,7 @@ def drain(app: Flask, timeout: float = 30.0, until: Callable[[], bool] | None = 
             burst=True, logging_level="WARNING"
         )
         reconciler.wake_due_timers()
+        reconciler.time_out_suspensions()
         db.session.expire_all()
         done = (
             until()

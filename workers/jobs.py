@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -25,18 +25,22 @@ from sqlalchemy.engine import Engine
 
 from console import runs as domain
 from console.extensions import db
-from console.models import Run, StepRun, TaskResult, WorkflowVersion
+from console.links import Links, links_for
+from console.mail import normalise_recipients, send_recorded
+from console.models import OutboxMessage, Run, StepRun, TaskResult, WorkflowVersion
 from console.timeutil import utcnow
 
 from .app import get_app
 from .runtime import (
     ClaimLost,
     Context,
+    Flow,
     FlowExit,
     RunInfo,
     StepLogger,
     StepResult,
     Steps,
+    WaitRequested,
     call_step,
     compile_step,
     step_traceback,
@@ -71,7 +75,7 @@ def warm_up() -> None:
         domain.record_step_completed(nobody, outcome, 1, [])
         domain.record_task(nobody, "-", "-", None, [])
         domain.finish_run(nobody, "completed")
-        for stmt in (_LOAD_RUN, _LOAD_STEPS, _LOAD_TASKS):
+        for stmt in (_LOAD_RUN, _LOAD_STEPS, _LOAD_TASKS, _LOAD_SENT):
             db.session.execute(stmt, {"b_id": nobody.run_id}).all()
         db.session.commit()
         db.session.remove()
@@ -129,7 +133,13 @@ _LOAD_STEPS = select(
     StepRun.timed_out,
     StepRun.attempts,
     StepRun.runs,
+    StepRun.sleep_reason,
+    StepRun.context,
+    StepRun.callback_request,
 ).where(StepRun.run_id == _B_ID)
+_LOAD_SENT = select(OutboxMessage.step_name, OutboxMessage.runs, OutboxMessage.seq).where(
+    OutboxMessage.run_id == _B_ID, OutboxMessage.status != "failed"
+)
 _LOAD_TASKS = select(TaskResult.step_name, TaskResult.key, TaskResult.result).where(
     TaskResult.run_id == _B_ID
 )
@@ -163,6 +173,76 @@ def load_version(version_id: int) -> PinnedVersion:
     return pinned
 
 
+class Execution:
+    """One execution of one step: what its ``ctx`` asks of the engine (suspend, rerun,
+    durable waits, email), each recorded under the run's claim."""
+
+    WAIT_PREFIX = "__wait__/"
+
+    def __init__(
+        self,
+        claim: domain.Claim,
+        step: str,
+        runs: int,
+        tasks: dict[str, Any],
+        record: Any,
+        sent: set[tuple[Any, ...]],
+    ) -> None:
+        self.claim, self.step, self.runs = claim, step, runs
+        self.tasks, self.record, self.sent = tasks, record, sent
+        self.suspend_waitpoint: str | None = None
+        self.rerun_request: tuple[str, float, Any] | None = None
+        self.opened = False
+        self.email_seq = 0
+
+    def _waitpoint(self, kind: str, expires_at: Any) -> str:
+        waitpoint = domain.open_waitpoint(self.claim, self.step, self.runs, kind, expires_at)
+        if waitpoint is None:
+            raise ClaimLost()
+        self.opened = True
+        return waitpoint
+
+    def suspend(self, seconds: float) -> Links:
+        if self.rerun_request is not None:
+            raise RuntimeError("a step cannot both suspend and rerun")
+        expires = utcnow() + timedelta(seconds=seconds)
+        self.suspend_waitpoint = self._waitpoint("suspend", expires)
+        return links_for(self.suspend_waitpoint)
+
+    def rerun(self, delay: float, context: Any, max_retries: int) -> Links:
+        if self.suspend_waitpoint is not None:
+            raise RuntimeError("a step cannot both suspend and rerun")
+        waitpoint = self._waitpoint("rerun", None)
+        # runs - 1 reruns so far; past max_retries the run proceeds with this output.
+        self.rerun_request = (waitpoint, delay, context) if self.runs - 1 < max_retries else None
+        return links_for(waitpoint)
+
+    def wait(self, key: str, seconds: float) -> None:
+        record_key = self.WAIT_PREFIX + key
+        recorded = self.tasks.get(record_key)
+        if recorded is None:
+            until = utcnow() + timedelta(seconds=seconds)
+            self.record(record_key, {"until": until.isoformat()})
+            self.tasks[record_key] = {"until": until.isoformat()}
+            raise WaitRequested(until)
+        until = datetime.fromisoformat(recorded["until"])
+        if until > utcnow():
+            raise WaitRequested(until)
+
+    def send_email(self, to: Any, subject: str, text: str, html: str | None) -> None:
+        seq, self.email_seq = self.email_seq, self.email_seq + 1
+        if (self.step, self.runs, seq) in self.sent:
+            return  # sent by an earlier pass of this execution (a replay or ctx.wait)
+        recipients = normalise_recipients(to)
+        message_id = domain.record_email(
+            self.claim, self.step, self.runs, seq, recipients, subject, text, html
+        )
+        if message_id is None:
+            raise ClaimLost()
+        self.sent.add((self.step, self.runs, seq))
+        send_recorded(message_id)
+
+
 class Runner:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -193,6 +273,7 @@ class Runner:
         tasks: dict[str, dict[str, Any]] = {}
         for t in db.session.execute(_LOAD_TASKS, {"b_id": run.id}):
             tasks.setdefault(t.step_name, {})[t.key] = t.result
+        sent = {tuple(r) for r in db.session.execute(_LOAD_SENT, {"b_id": run.id})}
         results: dict[str, StepResult] = {}
         run_input = run.input or {}
         output: Any = None
@@ -207,7 +288,13 @@ class Runner:
                 )
                 output = row.output
                 continue
-            attempts = (row.attempts if row is not None else 0) + 1
+            runs, attempts, context, callback = 1, 1, None, None
+            if row is not None:
+                runs, context = row.runs, row.context
+                # Re-entering after ctx.wait continues the same attempt; a rerun starts anew.
+                attempts = row.attempts if row.sleep_reason == "wait" else row.attempts + 1
+                if row.sleep_reason == "rerun":
+                    callback = row.callback_request
             logger = StepLogger(name, attempts)
             step_tasks = tasks.setdefault(name, {})
 
@@ -217,20 +304,28 @@ class Runner:
                 if not domain.record_task(claim, _name, key, result, _logger.drain()):
                     raise ClaimLost()
 
+            execution = Execution(claim, name, runs, step_tasks, record, sent)
             ctx = Context(
                 input=run_input,
                 steps=Steps(results),
-                run=RunInfo(id=run.id, runs=row.runs if row is not None else 1, attempt=attempts),
+                run=RunInfo(
+                    id=run.id,
+                    runs=runs,
+                    attempt=attempts,
+                    context=context,
+                    callback_request=callback,
+                ),
                 logger=logger,
                 workflow=definition["name"],
                 version=version.label,
                 step_name=name,
                 tasks=step_tasks,
                 record_task=record,
+                flow=Flow(execution),
             )
             started = utcnow()
             heartbeat.deadline = time.monotonic() + float(step["timeout"]) + heartbeat.lease
-            exited = False
+            exited, wait_until = False, None
             try:
                 code = compile_step(name, step["code"])
                 output = call_step(code, ctx, float(step["timeout"]))
@@ -238,11 +333,13 @@ class Runner:
                 exited, output = True, None
                 if stop.reason is not None:
                     logger.info(f"run exited: {stop.reason}")
+            except WaitRequested as wait:
+                wait_until, output = wait.until, None
             except ClaimLost:
                 return None, False
             except (Exception, SystemExit) as exc:
                 return self.fail_step(
-                    claim, step, position, row, attempts, started, exc, logger
+                    claim, step, position, row, attempts, started, exc, logger, runs, context
                 ), True
             finally:
                 heartbeat.deadline = None
@@ -255,11 +352,31 @@ class Runner:
                 attempts=attempts,
                 output=output,
                 exists=row is not None,
+                runs=runs,
+                context=context,
             )
-            status = domain.record_step_completed(claim, outcome, position + 1, logger.drain())
+            logs = logger.drain()
+            if wait_until is not None and not exited:
+                return domain.record_step_waiting(claim, outcome, wait_until, logs), True
+            if execution.suspend_waitpoint is not None and not exited:
+                status = domain.record_step_suspended(
+                    claim, outcome, execution.suspend_waitpoint, logs
+                )
+                if status is None or status == "suspended":
+                    return status, False
+            elif execution.rerun_request is not None and not exited:
+                waitpoint, delay, rerun_context = execution.rerun_request
+                status = domain.record_step_rerun(
+                    claim, outcome, waitpoint, delay, rerun_context, logs
+                )
+                return status, True
+            else:
+                status = domain.record_step_completed(
+                    claim, outcome, position + 1, logs, close_waits=execution.opened
+                )
             if status is None:
                 return None, False
-            results[name] = StepResult(name, "completed", output)
+            results[name] = StepResult(name, "completed", output, outcome.resume_data)
             if exited:
                 skipped = [
                     (i, s["name"])
@@ -287,6 +404,8 @@ class Runner:
         started: Any,
         exc: BaseException,
         logger: StepLogger,
+        runs: int = 1,
+        context: Any = None,
     ) -> str | None:
         finished = utcnow()
         error = step_traceback(exc)
@@ -307,6 +426,8 @@ class Runner:
             attempts=attempts,
             error=error,
             exists=row is not None,
+            runs=runs,
+            context=context,
         )
         return domain.record_step_failed(claim, outcome, retry_at, logger.drain())
 

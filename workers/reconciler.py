@@ -1,6 +1,7 @@
 """The reconciler: makes Redis agree with the database, which is the truth.
 
-Every tick it enqueues sleeping runs whose timer is due. Every few seconds it also finds runs
+Every tick it enqueues sleeping runs whose timer is due and resumes suspended runs whose wait
+timed out. Every few seconds it also finds runs
 that should be on the queue and are not: pending runs whose job was lost (a Redis restart or
 FLUSHALL), and running runs whose worker died (their lease expired).
 """
@@ -18,6 +19,7 @@ from sqlalchemy import and_, or_, select
 from console.extensions import db
 from console.models import Run
 from console.queueing import enqueue_run, get_redis
+from console.runs import settle_waits
 from console.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,20 @@ def wake_due_timers() -> int:
     db.session.commit()
     for run_id in due:
         enqueue_run(run_id)
+    return len(due)
+
+
+def time_out_suspensions() -> int:
+    """Suspended runs whose wait is over resume by themselves (``timed_out``)."""
+    due = db.session.scalars(
+        select(Run.id)
+        .where(Run.status == "suspended", Run.wake_at <= utcnow())
+        .order_by(Run.wake_at)
+        .limit(BATCH)
+    ).all()
+    db.session.commit()
+    for run_id in due:
+        settle_waits(run_id)
     return len(due)
 
 

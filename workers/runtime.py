@@ -16,8 +16,9 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import CodeType, MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from console.timeutil import utcnow
 
@@ -40,6 +41,37 @@ class ClaimLost(BaseException):
 
 class NotSerialisable(TypeError):
     pass
+
+
+class WaitRequested(BaseException):
+    """``ctx.wait``: end this execution now; the step executes again at ``until``."""
+
+    def __init__(self, until: datetime):
+        super().__init__(until)
+        self.until = until
+
+
+def seconds_of(value: Any, what: str) -> float:
+    """A duration given as seconds or a ``timedelta``."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta")
+    if value < 0:
+        raise ValueError(f"{what} cannot be negative")
+    return float(value)
+
+
+class Control(Protocol):
+    """What a step's ``ctx`` asks of the engine that runs it (``workers.jobs.Execution``)."""
+
+    def suspend(self, seconds: float) -> Any: ...
+
+    def rerun(self, delay: float, context: Any, max_retries: int) -> Any: ...
+
+    def wait(self, key: str, seconds: float) -> None: ...
+
+    def send_email(self, to: Any, subject: str, text: str, html: str | None) -> None: ...
 
 
 def to_json(value: Any, what: str) -> Any:
@@ -169,14 +201,31 @@ class RunInfo:
 class Flow:
     """``ctx.flow``: control of the run from inside a step."""
 
+    def __init__(self, control: Control | None = None) -> None:
+        self._control = control
+
+    def _engine(self, what: str) -> Control:
+        if self._control is None:
+            raise RuntimeError(f"ctx.flow.{what} is not available here")
+        return self._control
+
     def exit(self, reason: Any = None) -> None:
         raise FlowExit(reason)
 
     def suspend(self, timeout: Any = 86400) -> Any:
-        raise NotImplementedError("ctx.flow.suspend is not available in this console yet")
+        """Suspend the run at the end of this step; returns links (resume_url, cancel_url)."""
+        seconds = seconds_of(timeout, "ctx.flow.suspend timeout")
+        if seconds <= 0:
+            raise ValueError("ctx.flow.suspend timeout must be positive")
+        return self._engine("suspend").suspend(seconds)
 
     def rerun(self, delay: Any, context: Any = None, max_retries: int = 10) -> Any:
-        raise NotImplementedError("ctx.flow.rerun is not available in this console yet")
+        """Run this step again after ``delay`` seconds; returns links."""
+        seconds = seconds_of(delay, "ctx.flow.rerun delay")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError("ctx.flow.rerun max_retries must be a non-negative integer")
+        safe = to_json(context, "ctx.flow.rerun context")
+        return self._engine("rerun").rerun(seconds, safe, max_retries)
 
 
 TaskRecorder = Callable[[str, Any], None]
@@ -213,11 +262,19 @@ class Context:
         self.tasks[key] = result
         return copy.deepcopy(result)
 
-    def wait(self, key: str, seconds: float) -> None:
-        raise NotImplementedError("ctx.wait is not available in this console yet")
+    def wait(self, key: str, seconds: Any) -> None:
+        """A durable delay: the first call ends this execution; the step executes again from
+        the top when the time is up, and then this call returns."""
+        if not isinstance(key, str) or not key or len(key) > 200:
+            raise ValueError("ctx.wait key must be a non-empty string of at most 200 characters")
+        self._control_for("wait").wait(key, seconds_of(seconds, "ctx.wait seconds"))
 
     def send_email(self, to: Any, subject: str, text: str, html: str | None = None) -> None:
-        raise NotImplementedError("ctx.send_email is not available in this console yet")
+        """Send an email (kept in the Outbox); at most once per execution and call."""
+        self._control_for("send_email").send_email(to, str(subject), str(text), html)
+
+    def _control_for(self, what: str) -> Control:
+        return self.flow._engine(what)
 
 
 # ------------------------------------------------------------------------ executing code

@@ -70,6 +70,7 @@ class SchedulerProcess:
             if self.conn.set(LOCK_KEY, self.identity, nx=True, ex=max(2, int(self.tick * 5))):
                 try:
                     reconciler.wake_due_timers()
+                    reconciler.time_out_suspensions()
                     if time.monotonic() - self.last_reconcile >= self.interval:
                         reconciler.requeue_lost_runs()
                         self.last_reconcile = time.monotonic()

@@ -19,6 +19,7 @@ from ..extensions import csrf, db
 from ..models import RUN_STATUSES, LogLine, Run, Workflow
 from ..serialize import run_detail, run_summary, workflow_detail, workflow_summary
 from ..timeutil import isoformat
+from ..webhooks import rotate_webhook, webhook_url
 from . import bp
 
 MAX_LIMIT = 200
@@ -117,7 +118,18 @@ def put_workflow(name: str) -> Any:
 @bp.get("/workflows/<name>")
 @role("viewer")
 def get_workflow(name: str) -> Any:
-    return jsonify(workflow_detail(load_workflow(name)))
+    workflow = load_workflow(name)
+    data = workflow_detail(workflow)
+    # The URL carries the webhook's secret: only those who may change the workflow see it.
+    if current_user.has_role("editor"):
+        data["webhook_url"] = webhook_url(workflow)
+    return jsonify(data)
+
+
+@bp.post("/workflows/<name>/webhook")
+@role("editor")
+def rotate_workflow_webhook(name: str) -> Any:
+    return jsonify(webhook_url=rotate_webhook(load_workflow(name)))
 
 
 @bp.get("/workflows/<name>/versions/<label>")

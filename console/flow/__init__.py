@@ -1,0 +1,7 @@
+"""Resume and cancel links (SPEC §4): no login, the token is the credential."""
+
+from flask import Blueprint
+
+bp = Blueprint("flow", __name__, url_prefix="/flow")
+
+from . import routes  # noqa: E402,F401

@@ -1,0 +1,115 @@
+"""Link views. GET only shows a confirmation page (email scanners prefetch links); POST, PUT
+and PATCH act, and their body becomes ``resume_data`` or ``callback_request``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, current_app, jsonify, render_template, request
+
+from .. import runs as domain
+from ..auth import public
+from ..errors import NotFound
+from ..models import Run, Waitpoint
+from . import bp
+
+ACTIONS = ("resume", "cancel")
+HIDDEN_HEADERS = {"cookie", "authorization", "proxy-authorization"}
+
+
+def wants_html() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return (
+        best == "text/html"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["application/json"]
+    )
+
+
+def body_payload() -> Any:
+    """The request's JSON body, form fields or raw text; None when empty."""
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if data is None and request.get_data():
+            abort(400, "The body is not valid JSON")
+        return data
+    if request.form:
+        fields = {k: v if len(v) > 1 else v[0] for k, v in request.form.lists()}
+        if set(fields) <= {"comment"}:
+            comment = str(fields.get("comment", "")).strip()
+            return {"comment": comment} if comment else None
+        return fields
+    text = request.get_data(as_text=True)
+    return text or None
+
+
+def callback_request() -> dict[str, Any]:
+    return {
+        "method": request.method,
+        "headers": {k: v for k, v in request.headers.items() if k.lower() not in HIDDEN_HEADERS},
+        "query": request.args.to_dict(),
+        "json": request.get_json(silent=True) if request.is_json else None,
+        "body": request.get_data(as_text=True),
+    }
+
+
+def load(action: str, token: str) -> tuple[Waitpoint, Run]:
+    if action not in ACTIONS:
+        raise NotFound("Unknown link")
+    waitpoint = domain.find_waitpoint(token, action)
+    return waitpoint, domain.get_run(waitpoint.run_id)
+
+
+def answer(body: dict[str, Any], code: int, page: str, **context: Any) -> Any:
+    if wants_html():
+        return render_template(page, body=body, code=code, **context), code
+    return jsonify(body), code
+
+
+@bp.errorhandler(NotFound)
+def not_found(exc: NotFound) -> Any:
+    return answer({"error": exc.message, "details": []}, 404, "flow/result.html")
+
+
+@bp.get("/<action>/<token>")
+@public
+def confirm(action: str, token: str) -> Any:
+    waitpoint, run = load(action, token)
+    return render_template("flow/confirm.html", action=action, waitpoint=waitpoint, run=run)
+
+
+@bp.route("/<action>/<token>", methods=["POST", "PUT", "PATCH"])
+@public
+def act(action: str, token: str) -> Any:
+    waitpoint, run = load(action, token)
+    if (request.content_length or len(request.get_data())) > current_app.config[
+        "MAX_PAYLOAD_BYTES"
+    ]:
+        return answer(
+            {"error": "The request body is too large", "details": []},
+            413,
+            "flow/result.html",
+            run=run,
+            waitpoint=waitpoint,
+        )
+    payload = (
+        callback_request() if waitpoint.kind == "rerun" and action == "resume" else (body_payload())
+    )
+    result = domain.act_on_link(token, action, payload)
+    body: dict[str, Any] = {"run": result.run_id, "action": result.action, "status": result.status}
+    if result.code == 409:
+        body = {
+            "error": f"This run was already {result.outcome} through its other link",
+            "details": [],
+            "run": result.run_id,
+            "outcome": result.outcome,
+            "status": result.status,
+        }
+    elif result.code == 410:
+        body = {
+            "error": "This link's wait is over",
+            "details": [],
+            "run": result.run_id,
+            "outcome": result.outcome,
+            "status": result.status,
+        }
+    return answer(body, result.code, "flow/result.html", run=run, waitpoint=waitpoint)

@@ -1,0 +1,10 @@
+"""Webhook triggers: ``POST /hooks/<workflow>/<secret>`` starts a run (SPEC §5).
+
+No login and no CSRF token: the request authenticates by the secret in its URL.
+"""
+
+from flask import Blueprint
+
+bp = Blueprint("hooks", __name__, url_prefix="/hooks")
+
+from . import routes  # noqa: E402,F401
