@@ -37,6 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from . import auth, cli
     from .api import bp as api_bp
+    from .demo import bp as demo_bp
     from .flow import bp as flow_bp
     from .hooks import bp as hooks_bp
     from .main import bp as main_bp
@@ -51,6 +52,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(hooks_bp)
     csrf.exempt(hooks_bp)  # webhooks authenticate by the secret in their URL, not a session
     app.register_blueprint(outbox_bp)
+    app.register_blueprint(demo_bp)
+    csrf.exempt(demo_bp)  # a public demo service for step code, which has no session
     cli.init_app(app)
 
     @app.template_filter("utc")

@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 
 from . import runs as domain
 from .auth import create_token, create_user
-from .definitions import export_definition, save_workflow
-from .errors import ConsoleError
+from .definitions import export_definition, normalise, save_workflow
+from .errors import ConsoleError, ValidationFailed
 from .extensions import db
 from .models import ROLES, TERMINAL, User, Workflow
 from .serialize import run_detail, workflow_summary
@@ -132,6 +132,68 @@ def workflows_import(files: tuple[str, ...]) -> None:
         click.echo(f"{path}: {workflow.name} {label} ({state})")
     if failed:
         raise SystemExit(1)
+
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example_files(folder: Path | None = None) -> list[Path]:
+    folder = EXAMPLES_DIR if folder is None else folder
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def import_examples(
+    folder: Path | None = None, *, only_if_empty: bool = True, replace: bool = False
+) -> list[str]:
+    """Publish the example workflows (``examples/*.json``); return the names published.
+
+    With ``only_if_empty`` (what ``flask up`` does) nothing is imported into a database that
+    has any workflow. Otherwise examples whose name is taken are skipped, unless ``replace``:
+    then a changed example is published as a new version of that workflow. Every file is
+    validated before any is saved; a bad one raises ``ValidationFailed`` naming it.
+    """
+    if only_if_empty and db.session.scalar(select(func.count()).select_from(Workflow)):
+        db.session.commit()
+        return []
+    definitions = []
+    for path in example_files(folder):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            definitions.append(normalise(data))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValidationFailed(f"{path.name}: not a JSON file ({exc})") from None
+        except ConsoleError as exc:
+            raise ValidationFailed(f"{path.name}: {exc.message}", exc.details) from None
+    existing = set(db.session.scalars(select(Workflow.name)))
+    db.session.commit()
+    imported = []
+    for definition in definitions:
+        if definition["name"] in existing and not replace:
+            continue
+        _, _, published = save_workflow(definition, note="example", user="examples")
+        if published:
+            imported.append(definition["name"])
+    return imported
+
+
+@workflows_cli.command("import-examples")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Also publish changed examples over existing workflows of the same name.",
+)
+def workflows_import_examples(replace: bool) -> None:
+    """Import the example workflows in examples/ (existing names are skipped)."""
+    try:
+        imported = import_examples(only_if_empty=False, replace=replace)
+    except ConsoleError as exc:
+        fail(exc)
+    names = ", ".join(imported)
+    click.echo(f"Imported {len(imported)} example workflows" + (f": {names}" if names else ""))
+    skipped = len(example_files()) - len(imported)
+    if skipped:
+        reason = "unchanged" if replace else "their name is taken; --replace updates them"
+        click.echo(f"Skipped {skipped} ({reason})")
 
 
 @workflows_cli.command("export")
@@ -291,6 +353,11 @@ def up(host: str, worker_count: int) -> None:
     upgrade()
     url = redis_url()
     login = ensure_admin()
+    try:
+        examples = import_examples()
+    except ConsoleError as exc:
+        examples = []
+        click.echo(f"Examples not imported: {exc.message}", err=True)
     port = app.config["PORT"]
     env = dict(os.environ, REDIS_URL=url, PORT=str(port), FLASK_APP="console")
     env.setdefault("BASE_URL", app.config["BASE_URL"])
@@ -317,6 +384,11 @@ def up(host: str, worker_count: int) -> None:
     click.echo(f"Workflow console: {app.config['BASE_URL']}")
     if login:
         click.echo(login)
+    if examples:
+        click.echo(
+            f"Imported {len(examples)} example workflows into the empty database "
+            f"({', '.join(examples)}); see examples/ and the README."
+        )
     click.echo(f"Redis: {url}  Database: {db.engine.url.render_as_string(hide_password=True)}")
     click.echo("Press Ctrl+C to stop.")
     db.session.remove()

@@ -297,3 +297,58 @@ def test_kill_9_in_a_task_loop_calls_each_task_once(app, define, api, processes,
     assert {t.key: t.result for t in tasks} == {f"k{i}": i * 2 for i in range(100)}, out
     expected = {"loop": ("completed", 1, 9900), "after": ("completed", 1, 9900)}
     assert step_rows(run_id) == expected, out
+
+
+WAITING_STEP = """\
+def run(ctx):
+    with open(ctx.input["log"], "a") as f:
+        f.write(ctx.run.id + ":enter\\n")
+    ctx.wait("pause", 2)
+    return "woke"
+"""
+
+
+@pytest.mark.slow
+def test_timers_survive_a_redis_flushall(app, define, api, processes, tmp_path, redis_conn):
+    """Sleeping runs keep their wake-up time in the database: after FLUSHALL the scheduler
+    still wakes them, once each, and not before their time."""
+    wait = Waiter(processes)
+    log = tmp_path / "effects.txt"
+    define("sleepy", [("nap", WAITING_STEP), ("after", code("'after'", "'done'"))])
+    worker = processes.worker()
+    run_ids = [start(api, "sleepy", log=str(log)) for _ in range(3)]
+    wait(lambda: all(get_run(r).status == "sleeping" for r in run_ids), "runs to sleep")
+    wake_times = {r: query(select(Run.wake_at).where(Run.id == r))[0].wake_at for r in run_ids}
+    processes.kill_tree(worker)
+    # The scheduler delivers each due timer as a job in Redis; then Redis loses them all.
+    scheduler = processes.scheduler()
+
+    def delivered() -> bool:
+        rows = query(select(Run.enqueued_at, Run.wake_at).where(Run.id.in_(run_ids)))
+        return all(r.enqueued_at and r.enqueued_at >= r.wake_at for r in rows)
+
+    wait(delivered, "the timers to be delivered to Redis")
+    processes.kill_tree(scheduler)
+    queued = Queue(app.config["RUN_QUEUE"], connection=redis_conn).jobs
+    assert len(queued) == 3, ([j.description for j in queued], processes.output())
+    redis_conn.flushall()
+    processes.scheduler()
+    processes.worker()
+
+    for run_id in run_ids:
+        wait.status(run_id)
+    out = processes.output()
+    for run_id in run_ids:
+        run = get_run(run_id)
+        assert run.output == "done", out
+        rows = step_rows(run_id)
+        assert rows["nap"] == ("completed", 1, "woke"), out
+        # The step woke no earlier than its timer.
+        finished = query(
+            select(StepRun.finished_at).where(StepRun.run_id == run_id, StepRun.name == "nap")
+        )[0].finished_at
+        assert finished >= wake_times[run_id], out
+    entries = side_effects(log)
+    assert sorted(e for e in entries if e.endswith(":enter")) == sorted(
+        f"{r}:enter" for r in run_ids for _ in (1, 2)
+    ), out  # each step entered twice: before its wait and once after it

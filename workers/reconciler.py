@@ -24,7 +24,7 @@ from console.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 BATCH = 500
-WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+WAITING = {JobStatus.QUEUED.value, JobStatus.SCHEDULED.value, JobStatus.DEFERRED.value}
 
 
 def wake_due_timers() -> int:
@@ -64,9 +64,11 @@ def job_state(job_id: str | None) -> str | None:
     if not job_id:
         return None
     try:
-        return str(Job.fetch(job_id, connection=get_redis()).get_status(refresh=False))
+        status = Job.fetch(job_id, connection=get_redis()).get_status(refresh=False)
     except NoSuchJobError:
         return None
+    # JobStatus is a str enum; str() of one is "JobStatus.QUEUED", its value is "queued".
+    return getattr(status, "value", status)
 
 
 def requeue_lost_runs() -> int:
