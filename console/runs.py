@@ -170,7 +170,10 @@ def _idempotent_run(workflow_id: int, key: str | None) -> Run | None:
 
 def _check_payload_size(value: Any, what: str) -> None:
     limit = current_app.config["MAX_PAYLOAD_BYTES"]
-    size = len(json.dumps(value))
+    try:
+        size = len(json.dumps(value, allow_nan=False))
+    except ValueError:
+        raise ValidationFailed(f"The {what} contains NaN or Infinity, which JSON does not allow")
     if size > limit:
         raise ValidationFailed(f"The {what} is {size} bytes; the limit is {limit}", status=413)
 

@@ -486,3 +486,17 @@ def test_compute_time_and_durations_are_recorded(app, define, work, api):
     assert run["steps"][0]["duration_ms"] >= 200
     started = datetime.fromisoformat(run["steps"][0]["started_at"].replace("Z", "+00:00"))
     assert started.tzinfo is not None
+
+
+def test_nan_is_refused_in_outputs_and_inputs(app, define, work, api):
+    wf = define("nan", [("x", "def run(ctx):\n    return float('nan')")])
+    run_id = start(wf)
+    work()
+    run = detail(api, run_id)
+    assert run["status"] == "failed" and "JSON-serialisable" in run["error"]
+    response = api.post(
+        "/api/workflows/nan/runs",
+        data='{"input": {"x": NaN}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422 and "NaN" in response.json["error"]

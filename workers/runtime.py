@@ -77,7 +77,7 @@ class Control(Protocol):
 def to_json(value: Any, what: str) -> Any:
     """Round-trip through JSON so that first executions and replays see the same value."""
     try:
-        return json.loads(json.dumps(value))
+        return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise NotSerialisable(f"{what} must be JSON-serialisable: {exc}") from None
 
