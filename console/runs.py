@@ -879,6 +879,33 @@ def record_step_waiting(
     return "sleeping"
 
 
+def rerun_callback(claim: Claim, step: str, runs: int, starting: bool) -> tuple[bool, Any]:
+    """``ctx.run.callback_request`` of execution ``runs`` (> 1) of a re-run step: the request
+    made to the previous execution's resume link, or None. Read from that link's waitpoint, so
+    it stays the same across ``ctx.wait`` re-entries, retries and replays of the execution.
+
+    ``starting``: the execution begins now, so that link's wait is over: it is closed (a later
+    request answers 410 instead of being taken and lost), in the same transaction that reads
+    whether a request came first. Returns (whether the claim holds, the callback)."""
+    key = and_(
+        _W.c.run_id == claim.run_id,
+        _W.c.step_name == step,
+        _W.c.runs == runs - 1,
+        _W.c.kind == "rerun",
+    )
+    if starting:
+        conn = write_transaction()
+        if conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar() is None:
+            db.session.rollback()
+            return False, None
+        conn.execute(
+            update(_W).where(key, _W.c.state == "open").values(state="closed", decided_at=utcnow())
+        )
+    row = db.session.execute(select(_W.c.state, _W.c.payload).where(key)).first()
+    db.session.commit()
+    return True, (row.payload if row is not None and row.state == "resumed" else None)
+
+
 def apply_waitpoint(waitpoint_id: str) -> Run | None:
     """Carry a decided waitpoint over to its run, if the run still waits on it (idempotent).
 

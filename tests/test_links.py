@@ -587,6 +587,50 @@ def test_a_callback_during_the_rerun_delay_reruns_the_step_at_once(
     assert step_of(run, "poll")["runs"] == 2
 
 
+POLL_UNTIL_READY = """\
+def run(ctx):
+    if ctx.run.runs == 1:
+        links = ctx.flow.rerun(ctx.input.get("delay", 0.1), {"n": 1})
+        with open(ctx.input["url_file"], "w") as f:
+            f.write(links.resume_url)
+        return {"polling": True}
+    ctx.wait("settle", 0.2)  # the same execution continues after the wait
+    return {"runs": ctx.run.runs, "callback": ctx.run.callback_request}
+"""
+
+
+def test_a_rerun_link_is_over_once_the_step_has_moved_on(app, define, api, work, client, tmp_path):
+    url_file = tmp_path / "url.txt"
+    define("poll", [("poll", POLL_UNTIL_READY), ("ask", ASK), ("after", AFTER)])
+    run_id = start(api, "poll", url_file=str(url_file))
+    work(until=lambda: status_of(run_id) == "suspended")  # the poll is done: on to "ask"
+    assert step_of(show(api, run_id), "poll")["output"] == {"runs": 2, "callback": None}
+    before = show(api, run_id)
+
+    late = client.post(path_of(url_file.read_text()), json={"late": True})
+    assert late.status_code == 410, late.json
+    assert late.json["run"] == run_id
+    assert show(api, run_id) == before and queued_jobs(app, run_id) == []
+
+
+def test_the_callback_request_survives_a_wait_in_the_rerun_step(
+    app, define, api, work, client, tmp_path
+):
+    url_file = tmp_path / "url.txt"
+    define("poll", [("poll", POLL_UNTIL_READY)])
+    run_id = start(api, "poll", url_file=str(url_file), delay=30)
+    work(until=lambda: status_of(run_id) == "sleeping")
+    answer = client.patch(path_of(url_file.read_text()), json={"ready": True})
+    assert answer.status_code == 200 and answer.json["action"] == "resumed"
+
+    work(timeout=15)
+    run = show(api, run_id)
+    assert run["status"] == "completed", run
+    assert run["output"]["runs"] == 2
+    callback = run["output"]["callback"]
+    assert callback["method"] == "PATCH" and callback["json"] == {"ready": True}
+
+
 # ----------------------------------------------------- real processes and a real SMTP server
 
 
@@ -878,3 +922,63 @@ def test_ctx_wait_in_a_loop_on_real_processes(app, define, api, processes, maili
         (f"posted {i}", "sent") for i in range(3)
     ]
     assert query(select(StepRun.runs).where(StepRun.run_id == run_id)) == [(1,)]
+
+
+BLOCKING_POLL = """\
+import os, time
+
+def run(ctx):
+    folder, n = ctx.input["dir"], ctx.run.runs
+    links = ctx.flow.rerun(ctx.input["delay"], max_retries=1)
+    with open(f"{folder}/url{n}.tmp", "w") as f:
+        f.write(links.resume_url)
+    os.rename(f"{folder}/url{n}.tmp", f"{folder}/url{n}")
+    while not os.path.exists(f"{folder}/release{n}"):
+        time.sleep(0.05)
+    return {"runs": n, "callback": ctx.run.callback_request}
+"""
+
+
+@pytest.mark.slow
+def test_rerun_links_used_while_the_step_executes(app, define, api, client, processes, tmp_path):
+    wait = waiter(processes)
+    define("poll", [("poll", BLOCKING_POLL)])
+    processes.worker()
+    processes.scheduler()
+
+    # A callback that comes before the first execution's checkpoint wakes the rerun at once
+    # (the delay is 30 s) and is that rerun's callback_request.
+    early = tmp_path / "early"
+    early.mkdir()
+    run_id = start(api, "poll", dir=str(early), delay=30)
+    wait((early / "url1").exists, "the first execution to hand out its links")
+    link = path_of((early / "url1").read_text())
+    assert status_of(run_id) == "running"  # (and ends this session's read snapshot)
+    answer = client.post(link + "?from=early", json={"early": True})
+    assert answer.status_code == 200, answer.json
+    assert answer.json == {"run": run_id, "action": "resumed", "status": "running"}
+    began = time.monotonic()
+    (early / "release1").touch()
+    wait((early / "url2").exists, "the rerun to start", timeout=20)
+    assert time.monotonic() - began < 20
+    assert client.post(link, json={"again": True}).json["action"] == "already_resumed"
+    (early / "release2").touch()
+    wait(lambda: status_of(run_id) == "completed", "the early-woken run to complete")
+    output = show(api, run_id)["output"]
+    assert output["runs"] == 2
+    assert output["callback"]["json"] == {"early": True}
+    assert output["callback"]["query"] == {"from": "early"}
+
+    # The timer came first: once the rerun executes, the previous execution's link is over.
+    late = tmp_path / "late"
+    late.mkdir()
+    run_id = start(api, "poll", dir=str(late), delay=0.2)
+    wait((late / "url1").exists, "the first execution to hand out its links")
+    (late / "release1").touch()
+    wait((late / "url2").exists, "the timer to rerun the step")
+    assert status_of(run_id) == "running"
+    answer = client.post(path_of((late / "url1").read_text()), json={"late": True})
+    assert answer.status_code == 410, answer.json
+    (late / "release2").touch()
+    wait(lambda: status_of(run_id) == "completed", "the timer-woken run to complete")
+    assert show(api, run_id)["output"] == {"runs": 2, "callback": None}

@@ -107,6 +107,7 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
         wait_for(healthy, 90, 0.5, message="flask up to be healthy\n" + log_path.read_text())
         output = log_path.read_text()
         assert f"Workflow console: {base}" in output
+        assert re.search(r"Imported \d+ example workflows into the empty database", output)
         password = re.search(r"Log in as admin@localhost with password (\S+)", output).group(1)
         assert (instance / "console.db").exists() and (instance / "redis.sock").exists()
 
@@ -145,6 +146,20 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
             return run if run["status"] == "completed" else None
 
         assert wait_for(finished, 60, 0.3, message="the run")["output"] == 42
+
+        # An example imported at start calls the demo service at BASE_URL from a worker.
+        example = requests.post(
+            f"{base}/api/workflows/poll_external_job/runs",
+            json={"input": {"job_seconds": 0, "result": "ok"}},
+            headers=auth,
+            timeout=5,
+        ).json()
+
+        def example_done():
+            run = requests.get(f"{base}/api/runs/{example['id']}", headers=auth, timeout=5).json()
+            return run if run["status"] in ("completed", "failed") else None
+
+        assert wait_for(example_done, 60, 0.3, message="the example")["output"]["result"] == "ok"
 
         # The supervisor restarts a worker that dies.
         worker_pid = next(

@@ -55,8 +55,13 @@ def test_a_due_timer_is_delivered_once(app, define, redis_conn, work):
     work(until=lambda: db.session.get(Run, run.id).status == "sleeping")
     queue = Queue(app.config["RUN_QUEUE"], connection=redis_conn)
     assert reconciler.wake_due_timers() == 0  # not due yet
+    # Due a second ago; its last enqueue (the start) was before that.
     db.session.execute(
-        update(Run).where(Run.id == run.id).values(wake_at=utcnow() - timedelta(seconds=1))
+        update(Run)
+        .where(Run.id == run.id)
+        .values(
+            wake_at=utcnow() - timedelta(seconds=1), enqueued_at=utcnow() - timedelta(seconds=10)
+        )
     )
     db.session.commit()
     assert reconciler.wake_due_timers() == 1

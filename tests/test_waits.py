@@ -20,14 +20,20 @@ def token_of(url):
 
 
 APPROVAL = [
-    ("ask", "def run(ctx):\n"
-            "    links = ctx.flow.suspend(timeout=60)\n"
-            "    ctx.send_email(to='boss@example.com', subject='Approve?',\n"
-            "                   text=f'Yes: {links.resume_url}\\nNo: {links.cancel_url}')\n"
-            "    return {'asked': True}"),
-    ("after", "def run(ctx):\n"
-              "    a = ctx.steps.ask\n"
-              "    return {'data': a.resume_data, 'timed_out': a.timed_out, 'out': a.output}"),
+    (
+        "ask",
+        "def run(ctx):\n"
+        "    links = ctx.flow.suspend(timeout=60)\n"
+        "    ctx.send_email(to='boss@example.com', subject='Approve?',\n"
+        "                   text=f'Yes: {links.resume_url}\\nNo: {links.cancel_url}')\n"
+        "    return {'asked': True}",
+    ),
+    (
+        "after",
+        "def run(ctx):\n"
+        "    a = ctx.steps.ask\n"
+        "    return {'data': a.resume_data, 'timed_out': a.timed_out, 'out': a.output}",
+    ),
 ]
 
 
@@ -55,8 +61,7 @@ def test_suspend_then_resume_link(app, define, work, api, client):
     work()
     run = api.get(f"/api/runs/{run_id}").json
     assert run["status"] == "completed"
-    assert run["output"] == {"data": {"approved": True}, "timed_out": False,
-                             "out": {"asked": True}}
+    assert run["output"] == {"data": {"approved": True}, "timed_out": False, "out": {"asked": True}}
     assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
 
 
@@ -71,8 +76,9 @@ def test_suspend_cancel_link_and_timeout(app, define, work, api, client):
     assert gone.status_code == 409
     assert client.post("/flow/resume/not-a-real-token").status_code == 404
 
-    wf2 = define("quick", [("ask", APPROVAL[0][1].replace("timeout=60", "timeout=0.5")),
-                           APPROVAL[1]])
+    wf2 = define(
+        "quick", [("ask", APPROVAL[0][1].replace("timeout=60", "timeout=0.5")), APPROVAL[1]]
+    )
     run2 = start(wf2)
     work(until=lambda: run_status(run2) == "completed", timeout=20)
     out = api.get(f"/api/runs/{run2}").json["output"]
@@ -80,12 +86,18 @@ def test_suspend_cancel_link_and_timeout(app, define, work, api, client):
 
 
 def test_rerun_polls_until_max_retries(app, define, work, api):
-    wf = define("poll", [
-        ("poll", "def run(ctx):\n"
-                 "    ctx.flow.rerun(0.2, {'seen': ctx.run.runs}, max_retries=2)\n"
-                 "    return {'runs': ctx.run.runs, 'context': ctx.run.context}"),
-        ("next", "def run(ctx):\n    return ctx.steps.poll.output"),
-    ])
+    wf = define(
+        "poll",
+        [
+            (
+                "poll",
+                "def run(ctx):\n"
+                "    ctx.flow.rerun(0.2, {'seen': ctx.run.runs}, max_retries=2)\n"
+                "    return {'runs': ctx.run.runs, 'context': ctx.run.context}",
+            ),
+            ("next", "def run(ctx):\n    return ctx.steps.poll.output"),
+        ],
+    )
     run_id = start(wf)
     work(timeout=20)
     run = api.get(f"/api/runs/{run_id}").json
@@ -118,3 +130,42 @@ def test_wait_loop_runs_each_task_once(app, define, work, api, tmp_path):
     assert side.read_text().split() == ["0", "1", "2"]
     assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
     assert db.session.scalar(select(func.count()).select_from(Waitpoint)) == 0
+
+
+def test_links_of_an_earlier_rerun_execution_are_over(app, define, work, api, client):
+    wf = define(
+        "rerun_links",
+        [
+            (
+                "poll",
+                "def run(ctx):\n"
+                "    if ctx.run.runs == 1:\n"
+                "        links = ctx.flow.rerun(0.2, max_retries=1)\n"
+                "        return {'resume': links.resume_url, 'cancel': links.cancel_url}\n"
+                "    return {'done': True}",
+            ),
+            ("hold", "def run(ctx):\n    ctx.flow.suspend(timeout=60)\n    return 1"),
+        ],
+    )
+    run_id = start(wf)
+    rows = []
+
+    def first_links():
+        from console.models import StepRun
+
+        db.session.expire_all()
+        row = db.session.scalar(
+            select(StepRun).where(StepRun.run_id == run_id, StepRun.name == "poll")
+        )
+        db.session.commit()
+        if row is not None and isinstance(row.output, dict) and "resume" in row.output:
+            rows.append(dict(row.output))
+        return run_status(run_id) == "suspended"
+
+    work(until=first_links, timeout=20)
+    assert rows, "the first execution's links were recorded"
+    old = rows[0]
+    resume = client.post(old["resume"].replace("http://console.test", ""))
+    cancel = client.post(old["cancel"].replace("http://console.test", ""))
+    assert (resume.status_code, cancel.status_code) == (410, 410)
+    assert run_status(run_id) == "suspended"

@@ -293,8 +293,14 @@ class Runner:
                 runs, context = row.runs, row.context
                 # Re-entering after ctx.wait continues the same attempt; a rerun starts anew.
                 attempts = row.attempts if row.sleep_reason == "wait" else row.attempts + 1
-                if row.sleep_reason == "rerun":
-                    callback = row.callback_request
+                if runs > 1:
+                    # A rerun starting closes the previous execution's link (its wait is
+                    # over); the request that came through it stays this execution's.
+                    held, callback = domain.rerun_callback(
+                        claim, name, runs, starting=row.sleep_reason == "rerun"
+                    )
+                    if not held:
+                        return None, False
             logger = StepLogger(name, attempts)
             step_tasks = tasks.setdefault(name, {})
 
