@@ -143,6 +143,9 @@ def start_run(
         created_by=user,
         step_count=len(pinned.steps),
     )
+    # Not in the read transaction above: on SQLite, upgrading it to a write fails at once
+    # ("database is locked") when a worker has committed since it began.
+    write_transaction()
     db.session.add(run)
     try:
         db.session.commit()
