@@ -67,3 +67,27 @@ def test_a_due_timer_is_delivered_once(app, define, redis_conn, work):
     assert reconciler.wake_due_timers() == 1
     assert reconciler.wake_due_timers() == 0
     assert queue.count == 1
+
+
+def test_a_recorded_but_unapplied_link_decision_is_applied(app, define, work, redis_conn):
+    """The web process died between recording a resume and applying it to the run."""
+    from console.models import Waitpoint
+
+    wf = define(
+        "approval",
+        [
+            ("ask", "def run(ctx):\n    ctx.flow.suspend(timeout=3600)\n    return 1"),
+            ("after", "def run(ctx):\n    return ctx.steps.ask.resume_data"),
+        ],
+    )
+    run, _ = domain.start_run(wf, {})
+    work(until=lambda: db.session.get(Run, run.id).status == "suspended")
+    assert reconciler.time_out_suspensions() == 0  # nothing decided, not due
+    db.session.execute(
+        update(Waitpoint).where(Waitpoint.run_id == run.id).values(state="resumed", payload="ok")
+    )
+    db.session.commit()
+    assert reconciler.time_out_suspensions() == 1
+    work()
+    assert db.session.get(Run, run.id).output == "ok"
+    assert reconciler.time_out_suspensions() == 0

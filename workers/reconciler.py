@@ -17,7 +17,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import and_, or_, select
 
 from console.extensions import db
-from console.models import Run
+from console.models import Run, StepRun, Waitpoint
 from console.queueing import enqueue_run, get_redis
 from console.runs import settle_waits
 from console.timeutil import utcnow
@@ -47,10 +47,27 @@ def wake_due_timers() -> int:
 
 
 def time_out_suspensions() -> int:
-    """Suspended runs whose wait is over resume by themselves (``timed_out``)."""
+    """Suspended runs whose wait is over resume by themselves (``timed_out``), and a link
+    decision that was recorded but not applied (its web process died in between) is applied."""
+    decided = (
+        select(Waitpoint.run_id)
+        .join(
+            StepRun,
+            and_(
+                StepRun.run_id == Waitpoint.run_id,
+                StepRun.name == Waitpoint.step_name,
+                StepRun.runs == Waitpoint.runs,
+            ),
+        )
+        .where(
+            Waitpoint.kind == "suspend",
+            Waitpoint.state.in_(("resumed", "timed_out")),
+            StepRun.status == "suspended",
+        )
+    )
     due = db.session.scalars(
         select(Run.id)
-        .where(Run.status == "suspended", Run.wake_at <= utcnow())
+        .where(Run.status == "suspended", or_(Run.wake_at <= utcnow(), Run.id.in_(decided)))
         .order_by(Run.wake_at)
         .limit(BATCH)
     ).all()
