@@ -68,7 +68,7 @@ class Problems:
 
 
 def check_step_code(code: str, filename: str = "<step>") -> str | None:
-    """Return a readable error when the code does not compile or lacks ``run(ctx)``."""
+    """Return a readable error when the code does not compile or lacks ``def run(ctx):``."""
     try:
         tree = ast.parse(code, filename=filename)
         compile(tree, filename, "exec")

@@ -25,7 +25,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    delete,
     func,
     insert,
     or_,
@@ -428,6 +427,17 @@ def _fence(claim: Claim, **values: Any) -> str | None:
     return db.session.execute(stmt).scalar()
 
 
+def _begin_fenced(claim: Claim) -> tuple[Any, str] | None:
+    """Open a write transaction and touch the run if the claim still holds, which locks its
+    row. Returns (connection, run status), or None, rolled back, when the claim was lost."""
+    conn = write_transaction()
+    status = conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar()
+    if status is None:
+        db.session.rollback()
+        return None
+    return conn, str(status)
+
+
 def _log_rows(claim: Claim, logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(line, run_id=claim.run_id) for line in logs]
 
@@ -476,9 +486,7 @@ def record_email(
     """Record an email in the Outbox before it is sent (so a replay never sends it twice).
     A message whose earlier sending failed is taken up again. None if the claim was lost."""
     key = {"run_id": claim.run_id, "step_name": step, "runs": runs, "seq": seq}
-    conn = write_transaction()
-    if conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar() is None:
-        db.session.rollback()
+    if _begin_fenced(claim) is None:
         return None
     existing = db.session.execute(
         select(OutboxMessage.id, OutboxMessage.status).filter_by(**key)
@@ -748,10 +756,10 @@ def open_waitpoint(
         expires_at=expires_at,
         state="open",
     )
-    conn = write_transaction()
-    if conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar() is None:
-        db.session.rollback()
+    fenced = _begin_fenced(claim)
+    if fenced is None:
         return None
+    conn = fenced[0]
     try:
         conn.execute(insert(_W), row)
         db.session.commit()
@@ -763,11 +771,12 @@ def open_waitpoint(
     return waitpoint_id
 
 
-def _waitpoint_state(waitpoint_id: str) -> tuple[str, Any]:
-    row = db.session.execute(
-        select(Waitpoint.state, Waitpoint.payload).where(Waitpoint.id == waitpoint_id)
+def _waitpoint_state(waitpoint_id: str) -> Any:
+    return db.session.execute(
+        select(Waitpoint.state, Waitpoint.payload, Waitpoint.expires_at).where(
+            Waitpoint.id == waitpoint_id
+        )
     ).one()
-    return str(row.state), row.payload
 
 
 def _park(
@@ -797,13 +806,12 @@ def record_step_suspended(
     link or the timeout. A link used while the step ran has already decided: then the step
     completes with its ``resume_data`` at once and the run's status is returned."""
     rows = _log_rows(claim, logs)
-    conn = write_transaction()
     # The fence locks the run's row first, so a link deciding now waits for this commit.
-    status = conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar()
-    if status is None:
-        db.session.rollback()
+    fenced = _begin_fenced(claim)
+    if fenced is None:
         return None
-    state, payload = _waitpoint_state(waitpoint_id)
+    conn, status = fenced
+    state, payload, expires = _waitpoint_state(waitpoint_id)
     if rows:
         conn.execute(_INSERT_LOGS, rows)
     if state == "resumed":
@@ -819,7 +827,6 @@ def record_step_suspended(
         )
         db.session.commit()
         return str(status)
-    expires = db.session.scalar(select(Waitpoint.expires_at).where(Waitpoint.id == waitpoint_id))
     outcome.status = "suspended"
     _write_step(conn, claim, outcome)
     _park(claim, outcome, "suspended", expires, outcome.position + 1)
@@ -838,12 +845,11 @@ def record_step_rerun(
     """The step called ``ctx.flow.rerun``: it executes again after ``delay`` seconds (at once
     if its resume link was used meanwhile), as execution ``runs + 1``."""
     rows = _log_rows(claim, logs)
-    conn = write_transaction()
-    status = conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar()
-    if status is None:
-        db.session.rollback()
+    fenced = _begin_fenced(claim)
+    if fenced is None:
         return None
-    state, payload = _waitpoint_state(waitpoint_id)
+    conn, status = fenced
+    state, payload, _ = _waitpoint_state(waitpoint_id)
     woken = state == "resumed"
     now = utcnow()
     wake = now if woken else now + timedelta(seconds=delay)
@@ -869,10 +875,10 @@ def record_step_waiting(
     """The step called ``ctx.wait``: it executes again from the top at ``until``, as the same
     execution (same ``runs`` and attempt)."""
     rows = _log_rows(claim, logs)
-    conn = write_transaction()
-    if conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar() is None:
-        db.session.rollback()
+    fenced = _begin_fenced(claim)
+    if fenced is None:
         return None
+    conn = fenced[0]
     if rows:
         conn.execute(_INSERT_LOGS, rows)
     outcome.status, outcome.sleep_reason = "sleeping", "wait"
@@ -897,10 +903,10 @@ def rerun_callback(claim: Claim, step: str, runs: int, starting: bool) -> tuple[
         _W.c.kind == "rerun",
     )
     if starting:
-        conn = write_transaction()
-        if conn.execute(_TOUCH, _lease_params(claim, utcnow())).scalar() is None:
-            db.session.rollback()
+        fenced = _begin_fenced(claim)
+        if fenced is None:
             return False, None
+        conn = fenced[0]
         conn.execute(
             update(_W).where(key, _W.c.state == "open").values(state="closed", decided_at=utcnow())
         )
@@ -1095,12 +1101,4 @@ def delete_version(version: WorkflowVersion) -> None:
             "cancel or finish them first"
         )
     version.deleted_at = utcnow()
-    db.session.commit()
-
-
-def purge_run(run_id: str) -> None:
-    """Delete a run and everything recorded for it (tests and maintenance)."""
-    for model in (LogLine, TaskResult, StepRun):
-        db.session.execute(delete(model).where(model.run_id == run_id))
-    db.session.execute(delete(Run).where(Run.id == run_id))
     db.session.commit()

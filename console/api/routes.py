@@ -189,6 +189,7 @@ def start_run(name: str) -> Any:
 @bp.get("/runs")
 @role("viewer")
 def list_runs() -> Any:
+    """``GET /api/runs``: newest first, filtered by status and workflow, paged by cursor."""
     query = select(Run).order_by(Run.id.desc())
     statuses = [s.strip() for s in request.args.get("status", "").split(",") if s.strip()]
     bad = [s for s in statuses if s not in RUN_STATUSES]
