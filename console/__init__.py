@@ -36,12 +36,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             configure_sqlite(db.engine)
 
     from . import auth, cli
+    from .accounts import bp as accounts_bp
     from .api import bp as api_bp
     from .demo import bp as demo_bp
+    from .editor import bp as editor_bp
     from .flow import bp as flow_bp
     from .hooks import bp as hooks_bp
     from .main import bp as main_bp
     from .outbox import bp as outbox_bp
+    from .schedules import bp as schedules_bp
+    from .tasks import bp as tasks_bp
 
     auth.init_app(app)
     app.register_blueprint(main_bp)
@@ -52,6 +56,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(hooks_bp)
     csrf.exempt(hooks_bp)  # webhooks authenticate by the secret in their URL, not a session
     app.register_blueprint(outbox_bp)
+    app.register_blueprint(tasks_bp)
+    app.register_blueprint(editor_bp)
+    app.register_blueprint(schedules_bp)
+    app.register_blueprint(accounts_bp)
     app.register_blueprint(demo_bp)
     csrf.exempt(demo_bp)  # a public demo service for step code, which has no session
     cli.init_app(app)

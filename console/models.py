@@ -104,6 +104,11 @@ class Workflow(db.Model):  # type: ignore[name-defined]
     webhook_nonce: Mapped[str | None] = mapped_column(String(64))
     # The unpublished definition being edited (``"publish": false``), if any.
     draft: Mapped[dict | None] = mapped_column(Json)
+    # Incremented by every draft save: a save based on an older revision is refused, so an
+    # edit by someone else in between is never overwritten silently.
+    draft_revision: Mapped[int] = mapped_column(default=0)
+    draft_updated_by: Mapped[str | None] = mapped_column(String(254))
+    draft_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -302,3 +307,71 @@ class OutboxMessage(db.Model):  # type: ignore[name-defined]
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Schedule(db.Model):  # type: ignore[name-defined]
+    """A cron schedule of a workflow. The database is the truth; the scheduler process keeps
+    one rq-scheduler job per enabled schedule, under an id derived from this row."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("workflow_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    cron: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # A JSON input, or (when input_code is set) a snippet defining ``input(now)``.
+    input: Mapped[Any] = mapped_column(Json, nullable=True)
+    input_code: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    # What to do about fires missed while no scheduler ran: skip, latest or all.
+    missed: Mapped[str] = mapped_column(String(8), default="latest")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The last fire time handled (started, missed, skipped or failed), in UTC.
+    last_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    workflow: Mapped[Workflow] = relationship()
+
+
+class ScheduleFire(db.Model):  # type: ignore[name-defined]
+    """One fire time of one schedule: at most one row, hence at most one run, per pair."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (UniqueConstraint("schedule_id", "fire_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # started, missed (started late, after a scheduler outage), skipped or failed
+    status: Mapped[str] = mapped_column(String(10))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StepTest(db.Model):  # type: ignore[name-defined]
+    """One "Test this step" from the editor: executed by a worker from the test queue, never
+    by the web process. Suspend, rerun and waits are reported, not performed."""
+
+    __tablename__ = "step_tests"
+    __table_args__ = (Index("ix_step_tests_workflow_step", "workflow_id", "step_name", "id"),)
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    step_name: Mapped[str] = mapped_column(String(63))
+    # queued, running, completed or failed
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    step: Mapped[dict[str, Any]] = mapped_column(Json)
+    input: Mapped[Any] = mapped_column(Json, nullable=True)
+    steps: Mapped[Any] = mapped_column(Json, nullable=True)
+    output: Mapped[Any] = mapped_column(Json, nullable=True)
+    logs: Mapped[Any] = mapped_column(Json, nullable=True)
+    notes: Mapped[Any] = mapped_column(Json, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None]

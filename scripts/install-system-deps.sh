@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests need, when they are missing: PostgreSQL's server
-# (the tests start a throwaway cluster). Debian's packages only.
+# (the tests start a throwaway cluster) and Chromium (the page tests drive it with
+# Playwright, which cannot download its own browsers here). Debian's packages only.
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
 fi
 if ! command -v runuser >/dev/null; then
   missing+=(util-linux)
+fi
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  missing+=(chromium fonts-dejavu-core)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

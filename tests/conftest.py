@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: run on SQLite only")
+    config.addinivalue_line("markers", "browser: drives Debian's Chromium with Playwright")
 
 
 @pytest.fixture
@@ -336,3 +338,105 @@ def run_status(run_id: str) -> str:
     status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
     db.session.commit()
     return str(status)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveStack:
+    """A web server (``flask run``), a worker and the scheduler as real processes."""
+
+    def __init__(self, processes: Processes, base: str) -> None:
+        self.processes = processes
+        self.base = base
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def until(self, predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+        try:
+            return wait_for(predicate, timeout, 0.1, message=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.processes.output()}") from None
+
+
+@pytest.fixture
+def live(app: Flask, processes: Processes, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveStack]:
+    """The whole stack on a free port; links and ``BASE_URL`` point at it."""
+    import requests
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    processes.env["BASE_URL"] = base
+    monkeypatch.setenv("BASE_URL", base)
+    app.config["BASE_URL"] = base
+    processes.start("run", "--host", "127.0.0.1", "--port", str(port), "--no-reload", name="web")
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/healthz", timeout=2).status_code in (200, 503)
+        except requests.RequestException:
+            return False
+
+    stack = LiveStack(processes, base)
+    stack.until(up, "the web server")
+    processes.worker()
+    processes.scheduler()
+    yield stack
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (which cannot download browsers here)."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: run ./scripts/install-system-deps.sh")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh browser context at 1280 px in a timezone that is not UTC, so that pages that
+    show dates in the viewer's timezone are really tested."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, timezone_id="Asia/Seoul", locale="en-GB"
+    )
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def browser_log_in(page: Any, base: str, email: str, password: str) -> None:
+    page.goto(f"{base}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+SCREENSHOTS = ROOT / "instance" / "screenshots"
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot under instance/screenshots/ (for people to look at)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from console.cli import EXAMPLES_DIR, example_files, import_examples
 from console.definitions import normalise
 from console.extensions import db
 from console.models import TERMINAL, OutboxMessage, Workflow
-from tests.conftest import Processes, run_status, wait_for
+from tests.conftest import Processes, free_port, run_status, wait_for
 
 EXAMPLES = {
     "approval_by_email",
@@ -151,12 +150,6 @@ def test_demo_endpoints_are_public_and_need_no_csrf(app) -> None:
 
 
 # ------------------------------------------------------------------------------- slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

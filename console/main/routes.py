@@ -58,9 +58,7 @@ def logout() -> Any:
 def index() -> Any:
     counts = dict(db.session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
     workflows = db.session.scalar(select(func.count()).select_from(Workflow))
-    return render_template(
-        "main/index.html", counts=counts, workflows=workflows, logout_form=EmptyForm()
-    )
+    return render_template("main/index.html", counts=counts, workflows=workflows)
 
 
 @bp.get("/runs/<run_id>")
@@ -74,7 +72,7 @@ def run_page(run_id: str) -> Any:
     logs = db.session.scalars(
         select(LogLine).where(LogLine.run_id == run.id).order_by(LogLine.id).limit(2000)
     ).all()
-    return render_template("main/run.html", run=run_detail(run), logs=logs, logout_form=EmptyForm())
+    return render_template("main/run.html", run=run_detail(run), logs=logs)
 
 
 @bp.get("/healthz")

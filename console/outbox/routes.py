@@ -9,7 +9,6 @@ from sqlalchemy import select
 
 from ..auth import role
 from ..extensions import db
-from ..main.forms import EmptyForm
 from ..models import OutboxMessage, Run, Workflow
 from . import bp
 
@@ -46,5 +45,4 @@ def index() -> Any:
         before=before,
         older=older,
         delivering=bool(current_app.config.get("MAIL_SERVER")),
-        logout_form=EmptyForm(),
     )

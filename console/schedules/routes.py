@@ -1,0 +1,1 @@
+"""Routes of the Schedules tab (issue 6)."""
