@@ -181,3 +181,11 @@ def test_webhooks_need_no_login_or_csrf_but_api_rotation_does(app, client, signu
     # ``client`` has no session and sends no CSRF token.
     assert client.post(path, json={"email": "ada@example.com"}).status_code == 202
     assert client.post("/api/workflows/signup/webhook").status_code == 401
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_other_methods_on_a_webhook_answer_405_json(app, client, signup, editor, method):
+    response = client.open(hook_path(editor), method=method)
+    assert response.status_code == 405
+    assert response.is_json and response.json["details"] == []
+    assert "not allowed" in response.json["error"]

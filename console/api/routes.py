@@ -56,9 +56,10 @@ def http_error(exc: HTTPException) -> Any:
 @bp.app_errorhandler(404)
 @bp.app_errorhandler(405)
 def api_routing_error(exc: HTTPException) -> Any:
-    # A URL under /api/ that matches no route belongs to no blueprint, so the handler above
-    # does not see it; answer JSON there too, and leave other pages to their own handling.
-    if request.path == "/api" or request.path.startswith("/api/"):
+    # A URL under /api/ (or a webhook's /hooks/) that matches no route belongs to no
+    # blueprint, so the handler above does not see it; answer JSON there too, and leave other
+    # pages to their own handling.
+    if request.path in ("/api", "/hooks") or request.path.startswith(("/api/", "/hooks/")):
         return http_error(exc)
     return exc
 
