@@ -130,3 +130,81 @@ def create_token(user: User, name: str = "") -> str:
     )
     db.session.commit()
     return token
+
+
+# ------------------------------------------------------------------ managing accounts
+#
+# The users and profile pages call these; each takes the write lock first (SQLite) or locks
+# the admins' rows (PostgreSQL), so two admins demoting each other at once cannot leave the
+# console without an active admin.
+
+MIN_PASSWORD_LENGTH = 8
+
+
+class AccountError(ValueError):
+    """A refused account change, with a message for the person who asked for it."""
+
+
+def _lock_admins() -> int:
+    """The number of active admins, counted under a lock held until the commit."""
+    write_transaction()
+    query = select(User.id).filter_by(role="admin", active=True)
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return len(db.session.scalars(query).all())
+
+
+def _keep_an_admin(user: User, role_name: str, active: bool) -> None:
+    if role_name == "admin" and active:
+        return
+    admins = _lock_admins()  # the user's row is read again under the lock
+    if user.role == "admin" and user.active and admins <= 1:
+        db.session.rollback()
+        raise AccountError(f"{user.email} is the last active admin: make another user admin first")
+
+
+def set_role(user: User, role_name: str) -> None:
+    if role_name not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    _keep_an_admin(user, role_name, user.active)
+    user.role = role_name
+    db.session.commit()
+
+
+def set_active(user: User, active: bool) -> None:
+    """Deactivate (their sessions and API tokens stop working at once) or reactivate."""
+    _keep_an_admin(user, user.role, active)
+    user.active = active
+    db.session.commit()
+
+
+def reset_password(user: User) -> str:
+    """Give the user a new generated password; returns it (shown once, stored hashed)."""
+    password = secrets.token_urlsafe(12)
+    write_transaction()
+    user.set_password(password)
+    db.session.commit()
+    return password
+
+
+def change_password(user: User, current: str, new: str) -> None:
+    if not user.check_password(current):
+        raise AccountError("The current password is wrong.")
+    if len(new) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"The new password needs at least {MIN_PASSWORD_LENGTH} characters.")
+    write_transaction()
+    user.set_password(new)
+    db.session.commit()
+
+
+def revoke_token(user: User, token_id: int) -> ApiToken:
+    """Revoke one of the user's own tokens (revoking a revoked token changes nothing)."""
+    write_transaction()
+    token = db.session.scalar(select(ApiToken).filter_by(id=token_id, user_id=user.id))
+    if token is None:
+        db.session.rollback()
+        raise AccountError("No such token.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    db.session.commit()
+    return token

@@ -8,14 +8,13 @@ import json
 import re
 import unicodedata
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from . import scheduling, stepkinds
 from .errors import Conflict, ValidationFailed
 from .extensions import db, write_transaction
 from .models import Workflow, WorkflowVersion
@@ -149,9 +148,12 @@ def _normalise_step(raw: Any, index: int, problems: Problems) -> dict[str, Any]:
     name = step["name"]
     if not isinstance(name, str) or not NAME_RE.match(name):
         problems.add(f"{path}/name", "must match ^[a-z][a-z0-9_]{0,62}$")
+    if "kind" in raw:
+        _normalise_kind_step(raw, step, path, problems)
     code = step["code"]
     if not isinstance(code, str) or not code.strip():
-        problems.add(f"{path}/code", "is required")
+        if "kind" not in raw:
+            problems.add(f"{path}/code", "is required")
     else:
         error = check_step_code(code, f"<step {name}>")
         if error:
@@ -164,60 +166,39 @@ def _normalise_step(raw: Any, index: int, problems: Problems) -> dict[str, Any]:
     if not isinstance(step["execute_when_recovering"], bool):
         problems.add(f"{path}/execute_when_recovering", "must be true or false")
     if "kind" in raw:
-        step["kind"] = raw["kind"]
-        step["config"] = raw.get("config") or {}
-        if not isinstance(step["kind"], str) or not isinstance(step["config"], dict):
-            problems.add(f"{path}/kind", "kind must be a string and config an object")
+        step["kind"], step["config"] = step.pop("kind"), step.pop("config")
     return step
 
 
+def _normalise_kind_step(
+    raw: dict[str, Any], step: dict[str, Any], path: str, problems: Problems
+) -> None:
+    """A built-in kind (``console.stepkinds``): its config is checked and its code generated;
+    a ``code`` given with it is replaced (editing the code means converting to a code step)."""
+    kind, config = raw["kind"], raw.get("config")
+    config = {} if config is None else config
+    step["kind"], step["config"], step["code"] = kind, config, None
+    found = stepkinds.config_problems(kind, config)
+    for key, message in found:
+        where = f"{path}/kind" if key == "" and kind not in stepkinds.KINDS else f"{path}/config"
+        problems.add(f"{where}/{key}" if key else where, message)
+    if not found:
+        step["config"] = stepkinds.normalise_config(kind, config)
+        step["code"] = stepkinds.compile_step(kind, step["config"])
+
+
 def _normalise_schedule(raw: Any, index: int, problems: Problems) -> dict[str, Any]:
+    """One schedule of a definition (``console.scheduling`` owns what its fields mean)."""
     path = f"/schedules/{index}"
     if not isinstance(raw, dict):
         problems.add(path, "must be an object")
         return {}
     for key in sorted(set(raw) - SCHEDULE_KEYS):
         problems.add(f"{path}/{key}", "unknown field")
-    schedule = {
-        "name": raw.get("name"),
-        "cron": raw.get("cron"),
-        "timezone": raw.get("timezone"),
-        "input": raw.get("input", {}),
-        "enabled": raw.get("enabled", True),
-    }
-    if "missed" in raw:
-        schedule["missed"] = raw["missed"]
-    if not isinstance(schedule["name"], str) or not NAME_RE.match(schedule["name"]):
-        problems.add(f"{path}/name", "must match ^[a-z][a-z0-9_]{0,62}$")
-    cron = schedule["cron"]
-    if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
-        problems.add(f"{path}/cron", "must be a cron expression with 5 fields")
-    tz = schedule["timezone"]
-    if tz is not None:
-        try:
-            ZoneInfo(str(tz))
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.add(f"{path}/timezone", f"unknown timezone {tz!r} (use an IANA name)")
-    value = schedule["input"]
-    if isinstance(value, str):
-        error = _check_input_snippet(value)
-        if error:
-            problems.add(f"{path}/input", error)
-    elif not isinstance(value, dict):
-        problems.add(f"{path}/input", "must be a JSON object or a snippet defining input(now)")
-    if not isinstance(schedule["enabled"], bool):
-        problems.add(f"{path}/enabled", "must be true or false")
+    schedule, found = scheduling.normalise_schedule(raw)
+    for key, message in found.items():
+        problems.add(f"{path}/{key}", message)
     return schedule
-
-
-def _check_input_snippet(code: str) -> str | None:
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as exc:
-        return f"line {exc.lineno}: {exc.msg}"
-    if not any(isinstance(n, ast.FunctionDef) and n.name == "input" for n in tree.body):
-        return "the snippet does not define input(now)"
-    return None
 
 
 def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
@@ -266,13 +247,16 @@ def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
     _no_duplicates([s.get("name") for s in steps], "/steps", "step", problems)
     definition["steps"] = steps
 
-    raw_schedules = data.get("schedules") or []
-    if not isinstance(raw_schedules, list):
-        problems.add("/schedules", "must be a list")
-        raw_schedules = []
-    schedules = [_normalise_schedule(raw, i, problems) for i, raw in enumerate(raw_schedules)]
-    _no_duplicates([s.get("name") for s in schedules], "/schedules", "schedule", problems)
-    definition["schedules"] = schedules
+    # Schedules are workflow-level state, not part of a version: only a definition that has
+    # the key replaces them (``save_workflow``); one without it leaves them alone.
+    if "schedules" in data:
+        raw_schedules = data["schedules"] if data["schedules"] is not None else []
+        if not isinstance(raw_schedules, list):
+            problems.add("/schedules", "must be a list")
+            raw_schedules = []
+        found = [_normalise_schedule(raw, i, problems) for i, raw in enumerate(raw_schedules)]
+        _no_duplicates([s.get("name") for s in found], "/schedules", "schedule", problems)
+        definition["schedules"] = found
     problems.raise_if_any()
     return definition
 
@@ -286,9 +270,20 @@ def _no_duplicates(names: list[Any], path: str, what: str, problems: Problems) -
 
 
 def content_hash(definition: dict[str, Any]) -> str:
-    """Hash of what a version does; the label is not part of it."""
-    body = {k: v for k, v in definition.items() if k != "version"}
+    """Hash of what a version does; the label and the schedules are not part of it."""
+    body = {k: v for k, v in definition.items() if k not in ("version", "schedules")}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _set_draft(workflow: Workflow, draft: dict[str, Any] | None, user: str | None) -> None:
+    """Change the draft in the open write transaction. Every change bumps its revision, so
+    an editor whose page is based on an older one is refused instead of overwriting it."""
+    if draft is None and workflow.draft is None:
+        return
+    workflow.draft = draft
+    workflow.draft_revision = (workflow.draft_revision or 0) + 1
+    workflow.draft_updated_by = user
+    workflow.draft_updated_at = utcnow()
 
 
 def save_workflow(
@@ -317,14 +312,22 @@ def save_workflow(
     if publish or latest is None:
         workflow.title = definition["title"]
         workflow.description = definition["description"]
+    wanted = definition.pop("schedules", None)
+    if wanted is not None:
+        db.session.flush()
+        scheduling.sync_schedules(workflow, wanted)
     if not publish:
-        workflow.draft = definition
+        _set_draft(workflow, definition, user)
         db.session.commit()
+        if wanted is not None:
+            scheduling.request_reconcile()
         return workflow, latest, False
     digest = content_hash(definition)
     if latest is not None and latest.definition_hash == digest:
-        workflow.draft = None
+        _set_draft(workflow, None, user)
         db.session.commit()
+        if wanted is not None:
+            scheduling.request_reconcile()
         return workflow, latest, False
     db.session.flush()
     number = (
@@ -358,7 +361,7 @@ def save_workflow(
         published_by=user,
     )
     db.session.add(version)
-    workflow.draft = None
+    _set_draft(workflow, None, user)
     try:
         db.session.commit()
     except IntegrityError:
@@ -366,8 +369,15 @@ def save_workflow(
         raise Conflict(
             f"Another version of {definition['name']!r} was published at the same time; try again"
         )
+    # A first version makes the workflow's schedules fire.
+    scheduling.request_reconcile()
     return workflow, version, True
 
 
 def export_definition(version: WorkflowVersion) -> dict[str, Any]:
-    return dict(version.definition)
+    """A version's definition with the workflow's current schedules (SPEC §7)."""
+    data = {k: v for k, v in version.definition.items() if k != "schedules"}
+    data["schedules"] = [
+        scheduling.schedule_definition(s) for s in scheduling.schedules_of(version.workflow_id)
+    ]
+    return data

@@ -161,6 +161,8 @@ class Run(db.Model):  # type: ignore[name-defined]
         Index("ix_runs_workflow_id_id", "workflow_id", "id"),
         Index("ix_runs_status_wake_at", "status", "wake_at"),
         Index("ix_runs_status_lease", "status", "lease_expires_at"),
+        # The Tasks page: a workflow's runs by status, newest first, and their counts.
+        Index("ix_runs_workflow_status_id", "workflow_id", "status", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
@@ -190,6 +192,10 @@ class Run(db.Model):  # type: ignore[name-defined]
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Takeovers of the run after its worker stopped (its lease expired), and the last one's
+    # time: steps completed before it were replayed from their checkpoints, not executed.
+    replays: Mapped[int] = mapped_column(default=0)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     workflow: Mapped[Workflow] = relationship()
     version: Mapped[WorkflowVersion] = relationship()
@@ -329,8 +335,11 @@ class Schedule(db.Model):  # type: ignore[name-defined]
     missed: Mapped[str] = mapped_column(String(8), default="latest")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # The last fire time handled (started, missed, skipped or failed), in UTC.
+    # Every fire time up to this one is settled (handled: started, missed, skipped or failed;
+    # or before the schedule became active), in UTC. Later ones without a fire are missed.
     last_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The fire time registered with rq-scheduler; NULL while the schedule is not active, so
+    # that its next activation starts afresh instead of catching up on the pause.
     next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     workflow: Mapped[Workflow] = relationship()
@@ -349,6 +358,8 @@ class ScheduleFire(db.Model):  # type: ignore[name-defined]
     status: Mapped[str] = mapped_column(String(10))
     run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     error: Mapped[str | None] = mapped_column(Text)
+    # Why a fire was late or not started (the missed-fire policy's decision).
+    note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from .extensions import db
 from .models import ACTIVE, Run, StepRun, Workflow, WorkflowVersion
+from .scheduling import schedule_definition, schedules_of
 from .timeutil import isoformat
 
 
@@ -146,6 +147,8 @@ def workflow_detail(workflow: Workflow) -> dict[str, Any]:
             "schedules": [],
         }
     )
+    # Schedules are the workflow's current ones, not a version's (SPEC §7 format).
+    data["schedules"] = [schedule_definition(s) for s in schedules_of(workflow.id)]
     counts = active_runs_by_version(workflow)
     data["versions"] = [version_summary(v, counts.get(v.id, 0)) for v in workflow.live_versions]
     data["draft"] = workflow.draft

@@ -238,8 +238,10 @@ def test_bad_schedules_are_refused(api):
     )
     problems = assert_invalid(put(api, "greet", body))
     assert problems == {
-        "/schedules/0/cron": "must be a cron expression with 5 fields",
-        "/schedules/0/timezone": "unknown timezone 'Mars/Olympus' (use an IANA name)",
+        "/schedules/0/cron": "must have 5 fields (minute hour day-of-month month day-of-week), "
+        "not 2: for example 0 9 * * *",
+        "/schedules/0/timezone": "unknown timezone 'Mars/Olympus' (use an IANA name such as "
+        "Asia/Seoul)",
         "/schedules/1/input": "the snippet does not define input(now)",
         "/schedules/1/name": "duplicate schedule name 'daily'",
         "/schedules/2/input": "must be a JSON object or a snippet defining input(now)",

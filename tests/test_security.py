@@ -29,6 +29,8 @@ def test_every_route_declares_a_role(app):
 RESTRICTED_READS = {
     "outbox.index": "emails carry resume and cancel links, which act on runs",
     "accounts.users": "the list of users and their roles is for admins",
+    "schedules.edit": "the form to edit a schedule; viewers read schedules on their tab",
+    "editor.run_form": "the form that starts a run; viewers cannot start runs",
 }
 
 
@@ -73,9 +75,9 @@ def test_login_requires_csrf_and_right_password(app, client):
         "/login", data={"email": "ops@example.com", "password": "s3cret-pass", "csrf_token": token}
     )
     assert ok.status_code == 302
-    page = client.get("/")
+    page = client.get("/", follow_redirects=True)  # home is the Tasks page
     assert page.status_code == 200
-    assert "The console is running" in page.get_data(as_text=True)
+    assert "<h1>Tasks</h1>" in page.get_data(as_text=True)
 
 
 def test_login_does_not_redirect_off_site(app, client):

@@ -1,0 +1,344 @@
+"""Accounts: the users page (admins) and the profile page with API tokens, through the real
+login, the real forms with their CSRF tokens, and the real API authentication."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from console.auth import create_token, create_user
+from console.extensions import db
+from console.models import ApiToken, User
+from tests.conftest import browser_log_in, screenshot
+from tests.support import csrf_token, log_in
+
+PASSWORD = "correct-horse"
+
+
+def user_named(email: str) -> User:
+    db.session.expire_all()
+    user = db.session.scalar(select(User).filter_by(email=email))
+    db.session.commit()
+    assert user is not None
+    return user
+
+
+def shown_secret(html: str) -> str:
+    match = re.search(r'<code class="secret-value" id="secret-value">([^<]+)</code>', html)
+    assert match, html[:3000]
+    return match.group(1)
+
+
+def second_client(app: Any, email: str, password: str) -> tuple[Any, str]:
+    """Another browser: a new client, logged in within an app context of its own (the ``app``
+    fixture's pushed context would otherwise hand it the first client's cached CSRF token)."""
+    other = app.test_client()
+    with app.app_context():
+        token = log_in(other, email, password)
+    return other, token
+
+
+@pytest.fixture
+def admin(app: Any, client: Any) -> str:
+    """An admin logged in with the test client; returns the session's CSRF token."""
+    create_user("root@example.com", "admin", PASSWORD)
+    return log_in(client, "root@example.com", PASSWORD)
+
+
+def test_admin_creates_users_with_a_given_or_a_generated_password(app, client, admin) -> None:
+    page = client.get("/users")
+    assert page.status_code == 200
+    assert "root@example.com" in page.get_data(as_text=True)
+
+    given = client.post(
+        "/users",
+        data={
+            "email": "Ed@Example.com",
+            "role": "editor",
+            "password": "ed-password",
+            "csrf_token": admin,
+        },
+    )
+    assert given.status_code == 302
+    assert user_named("ed@example.com").role == "editor"
+
+    generated = client.post(
+        "/users", data={"email": "op@example.com", "role": "operator", "csrf_token": admin}
+    )
+    assert generated.status_code == 200
+    password = shown_secret(generated.get_data(as_text=True))
+    assert user_named("op@example.com").check_password(password)
+    # Shown once: the list does not show it again, and only its hash is stored.
+    assert password not in client.get("/users").get_data(as_text=True)
+    assert password not in user_named("op@example.com").password_hash
+
+    other, _ = second_client(app, "op@example.com", password)
+    assert other.get("/tasks").status_code == 200
+
+    duplicate = client.post(
+        "/users", data={"email": "op@example.com", "role": "viewer", "csrf_token": admin}
+    )
+    assert duplicate.status_code == 422
+    assert "already exists" in duplicate.get_data(as_text=True)
+    short = client.post(
+        "/users",
+        data={"email": "x@example.com", "role": "viewer", "password": "short", "csrf_token": admin},
+    )
+    assert short.status_code == 422 and "at least 8" in short.get_data(as_text=True)
+
+
+def test_admin_changes_roles_deactivates_reactivates_and_resets_passwords(
+    app, client, admin
+) -> None:
+    create_user("ann@example.com", "viewer", PASSWORD)
+    ann = user_named("ann@example.com")
+    ann_client, _ = second_client(app, "ann@example.com", PASSWORD)
+    ann_token = create_token(ann, "ann's script")
+
+    assert (
+        client.post(
+            f"/users/{ann.id}/role", data={"role": "editor", "csrf_token": admin}
+        ).status_code
+        == 302
+    )
+    assert user_named("ann@example.com").role == "editor"
+
+    assert client.post(f"/users/{ann.id}/deactivate", data={"csrf_token": admin}).status_code == 302
+    assert user_named("ann@example.com").active is False
+    # Deactivated: the session and the API token stop working at once, and login is refused.
+    assert ann_client.get("/tasks").status_code == 302
+    bearer = {"Authorization": f"Bearer {ann_token}"}
+    assert app.test_client().get("/api/workflows", headers=bearer).status_code == 401
+    page = client.get("/users").get_data(as_text=True)
+    assert "deactivated" in page and "Reactivate" in page
+
+    assert client.post(f"/users/{ann.id}/reactivate", data={"csrf_token": admin}).status_code == 302
+    assert user_named("ann@example.com").active is True
+    assert app.test_client().get("/api/workflows", headers=bearer).status_code == 200
+
+    reset = client.post(f"/users/{ann.id}/password", data={"csrf_token": admin})
+    assert reset.status_code == 200
+    new_password = shown_secret(reset.get_data(as_text=True))
+    assert not user_named("ann@example.com").check_password(PASSWORD)
+    second_client(app, "ann@example.com", new_password)
+
+    assert (
+        client.post("/users/9999/role", data={"role": "admin", "csrf_token": admin}).status_code
+        == 404
+    )
+
+
+def test_the_last_active_admin_cannot_be_demoted_or_deactivated(app, client, admin) -> None:
+    root = user_named("root@example.com")
+    for path, data in (
+        (f"/users/{root.id}/role", {"role": "editor"}),
+        (f"/users/{root.id}/deactivate", {}),
+    ):
+        answer = client.post(path, data={**data, "csrf_token": admin}, follow_redirects=True)
+        assert "last active admin" in answer.get_data(as_text=True)
+        assert user_named("root@example.com").role == "admin"
+        assert user_named("root@example.com").active is True
+
+    # With a second active admin, the first may step down; then the second is the last one.
+    create_user("second@example.com", "admin", PASSWORD)
+    second = user_named("second@example.com")
+    client.post(f"/users/{root.id}/role", data={"role": "editor", "csrf_token": admin})
+    assert user_named("root@example.com").role == "editor"
+    other, token = second_client(app, "second@example.com", PASSWORD)
+    answer = other.post(
+        f"/users/{second.id}/deactivate", data={"csrf_token": token}, follow_redirects=True
+    )
+    assert "last active admin" in answer.get_data(as_text=True)
+    # A deactivated admin does not count.
+    other.post(f"/users/{root.id}/role", data={"role": "admin", "csrf_token": token})
+    other.post(f"/users/{root.id}/deactivate", data={"csrf_token": token})
+    answer = other.post(
+        f"/users/{second.id}/role",
+        data={"role": "viewer", "csrf_token": token},
+        follow_redirects=True,
+    )
+    assert "last active admin" in answer.get_data(as_text=True)
+    assert user_named("second@example.com").role == "admin"
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator", "editor"])
+def test_non_admins_get_403_on_every_users_route(app, client, role) -> None:
+    create_user("someone@example.com", role, PASSWORD)
+    target = user_named("someone@example.com")
+    token = log_in(client, "someone@example.com", PASSWORD)
+    assert client.get("/users").status_code == 403
+    for path, data in (
+        ("/users", {"email": "new@example.com", "role": "admin"}),
+        (f"/users/{target.id}/role", {"role": "admin"}),
+        (f"/users/{target.id}/deactivate", {}),
+        (f"/users/{target.id}/reactivate", {}),
+        (f"/users/{target.id}/password", {}),
+    ):
+        assert client.post(path, data={**data, "csrf_token": token}).status_code == 403, path
+    assert user_named("someone@example.com").role == role
+    assert client.get("/profile").status_code == 200  # their own profile is theirs
+
+
+def test_anonymous_users_are_sent_to_login(client, app) -> None:
+    for path in ("/users", "/profile"):
+        answer = client.get(path)
+        assert answer.status_code == 302 and "/login" in answer.headers["Location"], path
+    for path in ("/users", "/profile/password", "/profile/tokens", "/users/1/deactivate"):
+        answer = client.post(path)
+        # Without a session there is no CSRF token: refused before anything else.
+        assert answer.status_code == 400, path
+
+
+def test_a_token_made_on_the_profile_page_works_until_revoked(app, client) -> None:
+    create_user("dev@example.com", "operator", PASSWORD)
+    csrf = log_in(client, "dev@example.com", PASSWORD)
+    made = client.post("/profile/tokens", data={"name": "deploy script", "csrf_token": csrf})
+    assert made.status_code == 201
+    html = made.get_data(as_text=True)
+    token = shown_secret(html)
+    assert token.startswith("wfc_")
+    assert f"Authorization: Bearer {token}" in html.replace("&#34;", '"').replace("&quot;", '"')
+    assert "Copy" in html
+
+    api = app.test_client()
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert api.get("/api/workflows", headers=bearer).status_code == 200
+
+    profile = client.get("/profile").get_data(as_text=True)
+    assert "deploy script" in profile and token[:12] in profile and token not in profile
+    stored = db.session.scalar(select(ApiToken).filter_by(name="deploy script"))
+    assert stored.token_hash == ApiToken.hash(token) and stored.last_used_at is not None
+
+    revoked = client.post(f"/profile/tokens/{stored.id}/revoke", data={"csrf_token": csrf})
+    assert revoked.status_code == 302
+    assert api.get("/api/workflows", headers=bearer).status_code == 401
+    assert "revoked" in client.get("/profile").get_data(as_text=True)
+
+    # Someone else's token cannot be revoked from your profile.
+    create_user("eve@example.com", "viewer", PASSWORD)
+    other_token = create_token(user_named("eve@example.com"), "eve's")
+    theirs = db.session.scalar(select(ApiToken).filter_by(name="eve's"))
+    assert (
+        client.post(f"/profile/tokens/{theirs.id}/revoke", data={"csrf_token": csrf}).status_code
+        == 404
+    )
+    assert (
+        api.get("/api/workflows", headers={"Authorization": f"Bearer {other_token}"}).status_code
+        == 200
+    )
+
+    assert client.post("/profile/tokens", data={"name": "", "csrf_token": csrf}).status_code == 422
+
+
+def test_changing_the_password_needs_the_current_one(app, client) -> None:
+    create_user("dev@example.com", "viewer", PASSWORD)
+    csrf = log_in(client, "dev@example.com", PASSWORD)
+    wrong = client.post(
+        "/profile/password",
+        data={
+            "current": "not-it",
+            "new": "new-password",
+            "confirm": "new-password",
+            "csrf_token": csrf,
+        },
+    )
+    assert wrong.status_code == 422
+    assert "current password is wrong" in wrong.get_data(as_text=True)
+    mismatch = client.post(
+        "/profile/password",
+        data={"current": PASSWORD, "new": "new-password", "confirm": "other", "csrf_token": csrf},
+    )
+    assert mismatch.status_code == 422 and "differ" in mismatch.get_data(as_text=True)
+    assert user_named("dev@example.com").check_password(PASSWORD)
+
+    done = client.post(
+        "/profile/password",
+        data={
+            "current": PASSWORD,
+            "new": "new-password",
+            "confirm": "new-password",
+            "csrf_token": csrf,
+        },
+    )
+    assert done.status_code == 302
+    assert user_named("dev@example.com").check_password("new-password")
+    second_client(app, "dev@example.com", "new-password")
+
+
+def test_forms_without_a_csrf_token_are_refused(app, client, admin) -> None:
+    create_user("ann@example.com", "viewer", PASSWORD)
+    ann = user_named("ann@example.com")
+    for path, data in (
+        ("/users", {"email": "new@example.com", "role": "admin", "password": "long-enough"}),
+        (f"/users/{ann.id}/role", {"role": "admin"}),
+        (f"/users/{ann.id}/deactivate", {}),
+        (f"/users/{ann.id}/password", {}),
+        ("/profile/tokens", {"name": "x"}),
+        (
+            "/profile/password",
+            {"current": PASSWORD, "new": "new-password", "confirm": "new-password"},
+        ),
+    ):
+        assert client.post(path, data=data).status_code == 400, path
+        assert client.post(path, data={**data, "csrf_token": "forged"}).status_code == 400, path
+    ann = user_named("ann@example.com")
+    assert ann.role == "viewer" and ann.active
+    assert user_named("root@example.com").check_password(PASSWORD)
+    assert db.session.scalar(select(User).filter_by(email="new@example.com")) is None
+    assert db.session.scalars(select(ApiToken)).all() == []
+    # The pages carry the token in every form.
+    page = client.get("/users").get_data(as_text=True)
+    assert page.count('name="csrf_token"') >= 4 and csrf_token(page)
+
+
+def assert_fits(page: Any, width: int) -> None:
+    """Nothing in the page's content is wider than the window (no sideways scrolling)."""
+    wide = page.evaluate(
+        """(width) => [...document.querySelectorAll('main *')]
+            .filter((e) => e.getBoundingClientRect().right > width + 1)
+            .map((e) => e.tagName + '.' + e.className)""",
+        width,
+    )
+    assert wide == [], f"wider than {width} px: {wide}"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.sqlite_only
+def test_screenshots_of_the_users_and_profile_pages(app, live, page) -> None:
+    create_user("admin@example.com", "admin", PASSWORD)
+    create_user("editor@example.com", "editor", PASSWORD)
+    create_user("a-rather-long-address.for-wrapping@subdomain.example.com", "viewer", PASSWORD)
+    gone, _ = create_user("former@example.com", "operator", PASSWORD)
+    gone.active = False
+    db.session.commit()
+    browser_log_in(page, live.base, "admin@example.com", PASSWORD)
+
+    page.goto(live.url("/users"))
+    page.get_by_label("Email", exact=True).fill("new@example.com")
+    page.get_by_label("Role", exact=True).select_option("operator")
+    page.get_by_role("button", name="Create user").click()
+    assert page.locator("#secret-value").inner_text().strip()
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        assert_fits(page, width)
+        screenshot(page, f"accounts-users-{width}")
+
+    page.goto(live.url("/profile"))
+    page.get_by_label("Token name").fill("deploy script")
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#secret-value").inner_text().strip()
+    assert token.startswith("wfc_")
+    page.goto(live.url("/profile"))
+    page.get_by_label("Token name").fill("laptop")
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("button", name=re.compile("Revoke the token deploy script")).click()
+    page.get_by_label("Token name").fill("ci")
+    page.get_by_role("button", name="Create token").click()
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        assert_fits(page, width)
+        screenshot(page, f"accounts-profile-{width}")
