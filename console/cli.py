@@ -297,21 +297,19 @@ for _name, _fn in (
 @click.option("--simple", is_flag=True, help="Execute jobs in this process (no fork).")
 @click.option("--name", default=None)
 def worker(burst: bool, simple: bool, name: str | None) -> None:
-    """An RQ worker for runs."""
-    from rq import Queue
-
+    """An RQ worker for runs and the editor's step tests (the run queue first)."""
     from workers.app import set_app
-    from workers.worker import ConsoleWorker, SimpleConsoleWorker
+    from workers.worker import ConsoleWorker, SimpleConsoleWorker, default_queues
 
     from .queueing import get_redis
 
     set_app(current_app._get_current_object())  # type: ignore[attr-defined]
     conn = get_redis()
-    queue = Queue(current_app.config["RUN_QUEUE"], connection=conn)
+    queues = default_queues(conn)
     cls = SimpleConsoleWorker if simple else ConsoleWorker
     db.session.remove()
     db.engine.dispose()
-    cls([queue], connection=conn, name=name).work(burst=burst, logging_level="INFO")
+    cls(queues, connection=conn, name=name).work(burst=burst, logging_level="INFO")
 
 
 @click.command("scheduler")

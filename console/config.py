@@ -92,6 +92,8 @@ class Config:
         self.RUN_LEASE_SECONDS = env_float("RUN_LEASE_SECONDS", 30.0)
         self.RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 5.0)
         self.RUN_QUEUE = os.environ.get("RUN_QUEUE", "runs")
+        # "Test this step" jobs from the editor; every worker listens here after the run queue.
+        self.TEST_QUEUE = os.environ.get("TEST_QUEUE", "tests")
         self.MAX_PAYLOAD_BYTES = env_int("MAX_PAYLOAD_BYTES", 1024 * 1024)
         self.MAX_CONTENT_LENGTH = self.MAX_PAYLOAD_BYTES * 2
         self.SESSION_COOKIE_HTTPONLY = True

@@ -81,3 +81,21 @@ def enqueue_run(run_id: str) -> str | None:
         log.warning("could not enqueue run %s (%s); the reconciler will retry", run_id, exc)
         return None
     return job_id
+
+
+STEP_TEST_JOB = "workers.steptest.run_step_test"
+
+
+def enqueue_step_test(test_id: str) -> None:
+    """Put an editor's "Test this step" on the test queue; a worker executes it, never the web
+    process. Like a run's job it has no RQ timeout: the step's own timeout (SIGALRM) bounds
+    it, and RQ's alarm would share that timer."""
+    Queue(current_app.config["TEST_QUEUE"], connection=get_redis()).enqueue(
+        STEP_TEST_JOB,
+        test_id,
+        job_id=f"steptest-{test_id}",
+        job_timeout=-1,
+        result_ttl=60,
+        failure_ttl=86400,
+        description=f"test step ({test_id})",
+    )

@@ -1,10 +1,12 @@
-"""Worker classes for the run queue."""
+"""Worker classes for the run queue and the editor's test queue."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rq import SimpleWorker, Worker
+from flask import current_app
+from redis import Redis
+from rq import Queue, SimpleWorker, Worker
 
 from .app import get_app
 from .jobs import warm_up
@@ -31,3 +33,11 @@ class SimpleConsoleWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         get_app()
         super().__init__(*args, **kwargs)
+
+
+def default_queues(connection: Redis) -> list[Queue]:
+    """The run queue first (runs are never held up by tests), then the test queue."""
+    return [
+        Queue(current_app.config["RUN_QUEUE"], connection=connection),
+        Queue(current_app.config["TEST_QUEUE"], connection=connection),
+    ]

@@ -1,0 +1,155 @@
+"""Step cards: between a step of the draft and the forms of its card (code or a built-in
+kind from ``console.stepkinds``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from .. import stepkinds
+from ..definitions import STEP_DEFAULTS, check_step_code
+from ..drafts import StaleDraft
+from ..models import StepTest
+from .forms import StepForm
+
+CONFIG_PREFIX = "config-"
+CODE_TEMPLATE = (
+    "def run(ctx):\n"
+    "    # ctx.input is the run's input; earlier outputs are in ctx.steps\n"
+    "    return {}\n"
+)
+LINE_RE = re.compile(r"^line (\d+): ")
+
+
+def kinds() -> dict[str, Any]:
+    return dict(stepkinds.KINDS)
+
+
+def kind_label(step: dict[str, Any]) -> str:
+    kind = kinds().get(step.get("kind") or "")
+    return kind.label if kind is not None else stepkinds.CODE_LABEL
+
+
+@dataclass
+class Card:
+    """Everything a step card shows."""
+
+    step: dict[str, Any]  # the values shown (the submitted ones after a refused save)
+    name: str  # the saved name, which the card's URLs use
+    index: int
+    count: int
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    code_error: str | None = None
+    conflict: StaleDraft | None = None
+    saved: bool = False
+    test: StepTest | None = None
+    sample_input: str = "{}"
+    kind_form: Any = None
+
+    @property
+    def is_kind(self) -> bool:
+        return bool(self.step.get("kind"))
+
+    @property
+    def label(self) -> str:
+        return kind_label(self.step)
+
+    @property
+    def code_error_line(self) -> int | None:
+        match = LINE_RE.match(self.code_error or "")
+        return int(match.group(1)) if match else None
+
+    def form(self) -> StepForm:
+        """The card's form filled with the shown values (no request data)."""
+        data = {key: self.step.get(key, default) for key, default in STEP_DEFAULTS.items()}
+        data.update(name=self.step.get("name"), code=self.step.get("code") or "")
+        form = StepForm(formdata=None, data=data)
+        for key, messages in self.errors.items():
+            if hasattr(form, key):
+                getattr(form, key).errors = list(messages)
+        return form
+
+
+def kind_form(step: dict[str, Any], formdata: MultiDict | None = None) -> Any:
+    if formdata is not None:
+        return stepkinds.form_for(step["kind"], formdata=formdata, prefix=CONFIG_PREFIX)
+    return stepkinds.form_for(step["kind"], data=step.get("config") or {}, prefix=CONFIG_PREFIX)
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    if base not in taken:
+        return base
+    number = 2
+    while f"{base}_{number}" in taken:
+        number += 1
+    return f"{base}_{number}"
+
+
+def new_step(kind: str, taken: set[str]) -> dict[str, Any]:
+    """A fresh step of the chosen kind ("code" or a built-in kind's name)."""
+    step: dict[str, Any] = dict(STEP_DEFAULTS)
+    if kind in ("", "code"):
+        number = 1
+        while f"step_{number}" in taken:
+            number += 1
+        step.update(name=f"step_{number}", code=CODE_TEMPLATE)
+        return step
+    builtin = kinds().get(kind)
+    if builtin is None:
+        raise KeyError(kind)
+    config = builtin.defaults()
+    step.update(
+        name=unique_name(kind, taken),
+        kind=kind,
+        config=config,
+        code=stepkinds.compile_step(kind, config),
+    )
+    return step
+
+
+def read_card(
+    form: StepForm, current: dict[str, Any], formdata: MultiDict, other_names: set[str]
+) -> tuple[dict[str, Any], dict[str, list[str]], str | None, Any]:
+    """The step as the submitted card describes it, with the problems found:
+    (step, field errors, code error, the kind's config form)."""
+    form.validate()
+    errors = {
+        key: list(messages) for key, messages in form.errors.items() if key not in ("revision",)
+    }
+    step: dict[str, Any] = {"name": (form.name.data or "").strip()}
+    if step["name"] in other_names:
+        errors.setdefault("name", []).append("Another step already has this name.")
+    for key, default in STEP_DEFAULTS.items():
+        value = getattr(form, key).data
+        step[key] = default if value is None and key not in errors else value
+    step["execute_when_recovering"] = bool(form.execute_when_recovering.data)
+    code_error = None
+    config_form = None
+    if current.get("kind"):
+        kind = current["kind"]
+        config_form = kind_form(current, formdata)
+        config = stepkinds.config_from_form(kind, config_form)
+        step.update(kind=kind, config=config)
+        problems = stepkinds.config_problems(kind, config)
+        for key, message in problems:
+            target = getattr(config_form, key, None) if key else None
+            if target is not None:
+                target.errors = [*list(target.errors or []), message]
+            else:
+                errors.setdefault("config", []).append(message)
+        step["code"] = "" if problems else stepkinds.compile_step(kind, config)
+    else:
+        step["code"] = (form.code.data or "").replace("\r\n", "\n")
+        if not step["code"].strip():
+            code_error = "The code is empty: define run(ctx)."
+        else:
+            code_error = check_step_code(step["code"], f"<step {step['name']}>")
+    return step, errors, code_error, config_form
+
+
+def sample_text(value: Any) -> str:
+    return json.dumps(value if value is not None else {}, indent=2)

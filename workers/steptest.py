@@ -1,0 +1,143 @@
+"""The "Test this step" job (test queue): executes one step's code in this worker with the
+editor's sample input and the earlier steps' last test outputs, using the real step runtime
+and the step's timeout.
+
+Nothing here touches a run. Suspend, rerun, ``ctx.wait`` and email are not performed: the
+test result says what a real run would have done instead.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from console import steptests
+from console.extensions import db
+from console.links import Links
+from console.mail import normalise_recipients
+from console.models import StepTest, Workflow
+
+from .app import get_app
+from .runtime import (
+    Context,
+    Flow,
+    FlowExit,
+    RunInfo,
+    StepLogger,
+    StepResult,
+    Steps,
+    call_step,
+    compile_step,
+    step_traceback,
+)
+
+
+def run_step_test(test_id: str) -> str | None:
+    """The RQ job. Returns the test's final status (None when another worker had it)."""
+    app = get_app()
+    with app.app_context():
+        try:
+            return execute(test_id)
+        finally:
+            db.session.remove()
+
+
+class TestControl:
+    """What ``ctx`` asks of the engine, answered without performing it: each call is noted."""
+
+    def __init__(self, notes: list[str]) -> None:
+        self.notes = notes
+
+    def _links(self) -> Links:
+        base = current_app.config["BASE_URL"]
+        return Links(
+            resume_url=f"{base}/flow/resume/not-created-in-a-test",
+            cancel_url=f"{base}/flow/cancel/not-created-in-a-test",
+        )
+
+    def suspend(self, seconds: float) -> Links:
+        self.notes.append(
+            f"ctx.flow.suspend was called (timeout {seconds:g} s): in a real run the run would "
+            "suspend here; links are not created in a test (the ones returned lead nowhere)."
+        )
+        return self._links()
+
+    def rerun(self, delay: float, context: Any, max_retries: int) -> Links:
+        self.notes.append(
+            f"ctx.flow.rerun was called (delay {delay:g} s, max_retries {max_retries}, context "
+            f"{context!r}): in a real run this step would execute again after the delay; a "
+            "test executes it once and links are not created."
+        )
+        return self._links()
+
+    def wait(self, key: str, seconds: float) -> None:
+        self.notes.append(
+            f"ctx.wait({key!r}, {seconds:g}) was called: in a real run the step would sleep "
+            f"{seconds:g} s and execute again from the top; in a test it returns at once."
+        )
+
+    def send_email(self, to: Any, subject: str, text: str, html: str | None) -> None:
+        recipients = ", ".join(normalise_recipients(to))
+        self.notes.append(
+            f"ctx.send_email was called: emails are not sent in a test. To: {recipients}; "
+            f"subject: {subject}\n{text}"
+        )
+
+
+def _log_json(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(line, created_at=line["created_at"].isoformat()) for line in lines]
+
+
+def execute(test_id: str) -> str | None:
+    if not steptests.claim_step_test(test_id):
+        return None
+    test = db.session.get(StepTest, test_id)
+    assert test is not None
+    step = test.step
+    notes = list(test.notes or [])
+    earlier = {
+        name: StepResult(name, "completed", output) for name, output in (test.steps or {}).items()
+    }
+    workflow_name = db.session.scalar(select(Workflow.name).where(Workflow.id == test.workflow_id))
+    logger = StepLogger(step["name"], 1)
+    tasks: dict[str, Any] = {}
+    ctx = Context(
+        input=test.input if isinstance(test.input, dict) else {},
+        steps=Steps(earlier),
+        run=RunInfo(id=f"test-{test.id}"),
+        logger=logger,
+        workflow=workflow_name or "",
+        version="draft",
+        step_name=step["name"],
+        tasks=tasks,
+        record_task=lambda key, result: None,
+        flow=Flow(TestControl(notes)),
+    )
+    db.session.commit()  # hold no transaction while the step executes
+    started = time.monotonic()
+    status, output, error = "completed", None, None
+    try:
+        code = compile_step(step["name"], step["code"])
+        output = call_step(code, ctx, float(step.get("timeout") or 900))
+    except FlowExit as stop:
+        reason = f" ({stop.reason})" if stop.reason is not None else ""
+        notes.append(
+            f"ctx.flow.exit was called{reason}: in a real run the run would end here as "
+            "completed, skipping the steps after this one."
+        )
+    except (Exception, SystemExit) as exc:
+        status, error = "failed", step_traceback(exc)
+    duration = int((time.monotonic() - started) * 1000)
+    steptests.finish_step_test(
+        test_id,
+        status,
+        output=output,
+        logs=_log_json(logger.drain()),
+        notes=notes,
+        error=error,
+        duration_ms=duration,
+    )
+    return status
