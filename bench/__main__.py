@@ -36,6 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also print a cProfile of Runner.advance on N-step no-op runs",
     )
+    p.add_argument(
+        "--tasks-only",
+        action="store_true",
+        help="only (d), the Tasks page at 100,000 runs on SQLite and PostgreSQL "
+        "(merged into the existing results file)",
+    )
+    p.add_argument("--skip-tasks", action="store_true", help="skip (d), the Tasks page figures")
     p.add_argument("--output", type=Path, default=HERE / "results.json")
     p.add_argument("--keep", action="store_true", help="keep the temporary instance folder")
     return p.parse_args(argv)
@@ -45,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from . import inprocess, report, throughput
     from .harness import BenchEnv, log
+
+    if args.tasks_only:
+        return tasks_only(args, argv)
 
     quick = args.quick
     cfg: dict[str, Any] = {
@@ -100,11 +110,36 @@ def main(argv: list[str] | None = None) -> int:
                 for text in env.worker_logs():
                     print(text, file=sys.stderr)
                 raise
+        if not args.skip_tasks:
+            from . import tasks
+
+            results["tasks"] = tasks.measure_tasks(env.instance, 5 if quick else 15)
     results["wall_s"] = time.perf_counter() - started
     results["aims"] = report.verdicts(results)
     print(report.table(results))
     args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
     log(f"wrote {args.output} ({results['wall_s']:.0f} s in all)")
+    return 0
+
+
+def tasks_only(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--tasks-only``: measure (d) alone, print its table, and merge it into the results
+    file (the other figures there are kept)."""
+    from . import report, tasks
+    from .harness import BenchEnv, log
+
+    started = time.perf_counter()
+    with BenchEnv(keep=args.keep) as env:
+        figures = tasks.measure_tasks(env.instance, 5 if args.quick else 15)
+    figures["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    figures["command"] = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(report.tasks_table(figures))
+    results = json.loads(args.output.read_text()) if args.output.exists() else {}
+    results["tasks"] = figures
+    if "step_overhead" in results:
+        results["aims"] = report.verdicts(results)
+    args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    log(f"wrote (d) into {args.output} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 

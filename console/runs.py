@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .errors import Conflict, NotFound, ValidationFailed
 from .extensions import db, write_transaction
+from .ids import new_id
 from .models import (
     ACTIVE,
     TERMINAL,
@@ -128,20 +129,7 @@ def start_run(
         existing = _idempotent_run(workflow.id, idempotency_key)
         if existing is not None:
             return existing, False
-    problems = input_problems(pinned.definition.get("input_schema"), input)
-    if problems:
-        raise ValidationFailed("The input does not match the workflow's input schema", problems)
-    _check_payload_size(input, "input")
-    run = Run(
-        workflow_id=workflow.id,
-        version_id=pinned.id,
-        status="pending",
-        trigger=trigger,
-        input=input,
-        idempotency_key=idempotency_key,
-        created_by=user,
-        step_count=len(pinned.steps),
-    )
+    run = new_run(pinned, input, trigger=trigger, idempotency_key=idempotency_key, user=user)
     # Not in the read transaction above: on SQLite, upgrading it to a write fails at once
     # ("database is locked") when a worker has committed since it began.
     write_transaction()
@@ -156,6 +144,34 @@ def start_run(
         return existing, False
     enqueue_run(run.id)
     return run, True
+
+
+def new_run(
+    version: WorkflowVersion,
+    input: Any,
+    *,
+    trigger: str,
+    idempotency_key: str | None = None,
+    user: str | None = None,
+) -> Run:
+    """A pending run of ``version``, not yet added to the session, once its input is valid
+    (raises ``ValidationFailed`` with one detail per problem). ``start_run`` records and
+    enqueues it; a schedule's fire records it together with its fire row."""
+    problems = input_problems(version.definition.get("input_schema"), input)
+    if problems:
+        raise ValidationFailed("The input does not match the workflow's input schema", problems)
+    _check_payload_size(input, "input")
+    return Run(
+        id=new_id(),
+        workflow_id=version.workflow_id,
+        version_id=version.id,
+        status="pending",
+        trigger=trigger,
+        input=input,
+        idempotency_key=idempotency_key,
+        created_by=user,
+        step_count=len(version.steps),
+    )
 
 
 def _idempotent_run(workflow_id: int, key: str | None) -> Run | None:
@@ -314,6 +330,9 @@ _CLAIM = (
         wake_at=None,
         updated_at=_NOW,
         started_at=func.coalesce(_R.c.started_at, _NOW),
+        # Taking over a running run means its worker stopped: record the replay.
+        replays=_R.c.replays + case((_R.c.status == "running", 1), else_=0),
+        replayed_at=case((_R.c.status == "running", _NOW), else_=_R.c.replayed_at),
     )
 )
 _FENCE_WHERE = (_R.c.id == _ID, _R.c.lease_owner == _OWNER, _LIVE)
@@ -1102,3 +1121,139 @@ def delete_version(version: WorkflowVersion) -> None:
         )
     version.deleted_at = utcnow()
     db.session.commit()
+
+
+# ------------------------------------------------- the Tasks page: many runs, approvals
+
+BULK_FROM = {"pause": PAUSABLE, "resume": ("paused",), "cancel": tuple(sorted(ACTIVE))}
+BULK_BATCH = 200
+
+
+def id_bound(moment: datetime, fill: str) -> str:
+    """The smallest (``fill="0"``) or largest (``"z"``) run id created at ``moment``'s
+    millisecond: ids are time-ordered (``console.ids``), so a time range is an id range."""
+    from .ids import ALPHABET
+
+    value, chars = int(moment.timestamp() * 1000), []
+    for _ in range(10):
+        value, rem = divmod(value, 32)
+        chars.append(ALPHABET[rem])
+    return "".join(reversed(chars)) + fill * 16
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a list, a count or a bulk action covers. Every part is served by an index:
+    ``status`` and ``workflow_id`` by ``(workflow_id, status, id)``/``(status, id)``, and the
+    id range (a time range or an id prefix) by the primary key."""
+
+    statuses: tuple[str, ...] = ()
+    workflow_id: int | None = None
+    id_min: str | None = None
+    id_max: str | None = None
+
+    def conditions(self, *, statuses: bool = True) -> list[Any]:
+        where: list[Any] = []
+        if statuses and self.statuses:
+            where.append(Run.status.in_(self.statuses))
+        if self.workflow_id is not None:
+            where.append(Run.workflow_id == self.workflow_id)
+        if self.id_min is not None:
+            where.append(Run.id >= self.id_min)
+        if self.id_max is not None:
+            where.append(Run.id <= self.id_max)
+        return where
+
+
+@dataclass
+class BulkResult:
+    action: str
+    changed: int
+    skipped: int
+
+
+def bulk_act(action: str, run_filter: RunFilter) -> BulkResult:
+    """Pause, resume or cancel every run matching the filter whose status allows it, each
+    through its own conditional transition (so a run that moved meanwhile is skipped, never
+    forced), newest first in batches. Runs created after the call began are not touched."""
+    single = {"pause": pause_run, "resume": resume_run, "cancel": cancel_run}[action]
+    allowed = BULK_FROM[action]
+    statuses = [s for s in allowed if not run_filter.statuses or s in run_filter.statuses]
+    changed = skipped = 0
+    if not statuses:
+        return BulkResult(action, 0, 0)
+    top = db.session.scalar(select(func.max(Run.id)))
+    last: str | None = None
+    while top is not None:
+        query = select(Run.id, Run.status).where(
+            *run_filter.conditions(statuses=False), Run.status.in_(statuses), Run.id <= top
+        )
+        if last is not None:
+            query = query.where(Run.id < last)
+        batch = db.session.execute(query.order_by(Run.id.desc()).limit(BULK_BATCH)).all()
+        db.session.commit()
+        for run_id, before in batch:
+            try:
+                after = single(run_id).status
+            except Conflict:
+                after = before
+            moved = after != before and (after == "paused") == (action == "pause")
+            changed, skipped = changed + moved, skipped + (not moved)
+        if len(batch) < BULK_BATCH:
+            break
+        last = batch[-1][0]
+    return BulkResult(action, changed, skipped)
+
+
+@dataclass
+class Decision:
+    """The answer to an Approve or Reject from the console."""
+
+    run: Run
+    ok: bool
+    message: str
+
+
+def decide_run(run_id: str, action: str, payload: Any) -> Decision:
+    """Approve (``resume``) or reject (``cancel``) a suspended run from the console: exactly a
+    request to the run's open resume or cancel link (SPEC §4), with ``payload`` as the body,
+    so the step's ``resume_data`` is the same either way. A run that no longer waits (decided
+    elsewhere, timed out, canceled) answers ``ok=False`` with what happened."""
+    from .links import waitpoint_token
+
+    if action not in LINK_STATES:
+        raise ValidationFailed("The action must be resume or cancel")
+    run = get_run(run_id)
+    waiting = open_links(run_id)
+    if waiting is None:
+        db.session.commit()
+        return Decision(run, False, f"This run no longer waits for a decision: it is {run.status}.")
+    _check_payload_size(payload, "payload")
+    answer = act_on_link(waitpoint_token(waiting[0], action), action, payload)
+    run = get_run(run_id)
+    db.session.refresh(run)
+    word = "Approved" if action == "resume" else "Rejected"
+    if answer.code == 200 and not answer.action.startswith("already_"):
+        return Decision(run, True, f"{word}: the run is now {run.status}.")
+    if answer.code == 200:
+        return Decision(run, False, f"Someone already {answer.outcome} this run; nothing changed.")
+    if answer.code == 409:
+        return Decision(
+            run, False, f"Someone else {answer.outcome} this run first; it is {run.status}."
+        )
+    return Decision(run, False, f"This run's wait is over ({answer.outcome}); it is {run.status}.")
+
+
+def allowed_actions(status: str, paused_from: str | None, waiting: bool) -> tuple[str, ...]:
+    """The operator actions a run's state allows (SPEC §3), in the order a page offers them.
+    ``waiting``: the run has an open suspend waitpoint, so it can be approved or rejected."""
+    actions: list[str] = []
+    if waiting and (status == "suspended" or paused_from == "suspended"):
+        actions += ["approve", "reject"]
+    if status in PAUSABLE:
+        actions.append("pause")
+    if status == "paused":
+        actions.append("resume")
+    if status in ACTIVE:
+        actions.append("cancel")
+    return tuple(actions)

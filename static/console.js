@@ -1,7 +1,9 @@
 // Shows every <time datetime="..."> in the viewer's own timezone.
 (function () {
   function localise(root) {
-    root.querySelectorAll("time[datetime]").forEach(function (el) {
+    var found = Array.prototype.slice.call(root.querySelectorAll("time[datetime]"));
+    if (root.matches && root.matches("time[datetime]")) found.push(root);
+    found.forEach(function (el) {
       var when = new Date(el.getAttribute("datetime"));
       if (isNaN(when)) return;
       el.title = when.toISOString();
@@ -11,5 +13,6 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { localise(document); });
-  document.addEventListener("htmx:afterSwap", function (e) { localise(e.target); });
+  // htmx:load fires for every element htmx adds, out-of-band swaps included.
+  document.addEventListener("htmx:load", function (e) { localise(e.target); });
 })();

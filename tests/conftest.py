@@ -129,7 +129,7 @@ def app(app_env: dict[str, str], redis_conn: redis_lib.Redis) -> Iterator[Flask]
     def _fresh_g() -> None:
         # The fixture keeps an app context pushed and Flask reuses it for test requests, so
         # ``g`` (Flask-Login's cached user, the token flags) would leak between requests.
-        for name in ("_login_user", "token_auth", "bad_token"):
+        for name in ("_login_user", "token_auth", "bad_token", "csrf_token"):
             g.pop(name, None)
 
     with app.app_context():

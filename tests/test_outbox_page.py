@@ -133,13 +133,13 @@ def test_viewers_may_not_read_the_outbox(app, client):
     response = client.get("/outbox")
     assert response.status_code == 403
     assert "operator role" in response.get_data(as_text=True)
-    assert ">Outbox</a>" not in client.get("/").get_data(as_text=True)
+    assert ">Outbox</a>" not in client.get("/tasks").get_data(as_text=True)
 
 
 def test_operators_find_the_outbox_in_the_header(app, client):
     create_user("op@example.com", "operator", "s3cret-pass")
     log_in(client, "op@example.com", "s3cret-pass")
-    assert 'href="/outbox">Outbox</a>' in client.get("/").get_data(as_text=True)
+    assert 'href="/outbox">Outbox</a>' in client.get("/tasks").get_data(as_text=True)
 
 
 def test_the_outbox_pages_by_fifty(app, client, run_id):

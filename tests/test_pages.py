@@ -1,4 +1,4 @@
-"""The few pages this console has so far: login, home, and the plain run page."""
+"""Login, home (the Tasks page) and the run page."""
 
 from __future__ import annotations
 
@@ -27,11 +27,13 @@ def test_run_page_shows_steps_output_and_logs(app, client, define, work):
     assert client.get("/runs/01nosuchrun0000000000000000").status_code == 404
 
 
-def test_home_counts_runs_by_status(app, client, define, work):
+def test_home_is_the_tasks_page_with_counts(app, client, define, work):
     create_user("viewer@example.com", "viewer", "s3cret-pass")
     wf = define("count", [("a", "def run(ctx):\n    return 1")])
     domain.start_run(wf, {})
     work()
     log_in(client, "viewer@example.com")
-    html = client.get("/").get_data(as_text=True)
-    assert "status-completed" in html and "1 workflow defined" in html
+    home = client.get("/")
+    assert home.status_code == 302 and home.headers["Location"].endswith("/tasks")
+    html = client.get(home.headers["Location"]).get_data(as_text=True)
+    assert "status-completed" in html and re.search(r"completed</span> <strong>1</strong>", html)

@@ -120,7 +120,8 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
             data={"email": "admin@localhost", "password": password, "csrf_token": csrf},
             timeout=5,
         )
-        assert "The console is running" in home.text
+        assert home.url == f"{base}/tasks"
+        assert "<h1>Tasks</h1>" in home.text
 
         # A token from the CLI, a workflow over the API, a run that completes.
         token = flask(env, "tokens", "create", "admin@localhost").stdout.strip().splitlines()[-1]

@@ -6,15 +6,13 @@ from urllib.parse import urlsplit
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from rq import Worker
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from ..auth import public, role
 from ..errors import NotFound
 from ..extensions import db
-from ..models import LogLine, Run, User, Workflow
+from ..models import User
 from ..queueing import get_redis
-from ..runs import get_run
-from ..serialize import run_detail
 from . import bp
 from .forms import EmptyForm, LoginForm
 
@@ -56,23 +54,35 @@ def logout() -> Any:
 @bp.get("/")
 @role("viewer")
 def index() -> Any:
-    counts = dict(db.session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
-    workflows = db.session.scalar(select(func.count()).select_from(Workflow))
-    return render_template("main/index.html", counts=counts, workflows=workflows)
+    return redirect(url_for("tasks.index"))
 
 
 @bp.get("/runs/<run_id>")
 @role("viewer")
 def run_page(run_id: str) -> Any:
-    """A plain view of one run; the live run page arrives with the Tasks page."""
+    """One run's whole story; its live section updates itself until the run ends."""
+    from ..tasks import queries
+
     try:
-        run = get_run(run_id)
+        story = queries.run_story(run_id)
     except NotFound:
         abort(404)
-    logs = db.session.scalars(
-        select(LogLine).where(LogLine.run_id == run.id).order_by(LogLine.id).limit(2000)
-    ).all()
-    return render_template("main/run.html", run=run_detail(run), logs=logs)
+    return render_template("main/run.html", **story)
+
+
+@bp.get("/runs/<run_id>/live")
+@role("viewer")
+def run_live(run_id: str) -> Any:
+    """The run page's poll: 204 while nothing changed (one primary-key read), else the
+    fresh live section."""
+    from ..tasks import queries
+
+    current = queries.run_stamp(run_id)
+    if current is None:
+        abort(404)
+    if current == request.args.get("stamp"):
+        return "", 204
+    return render_template("main/_run_live.html", **queries.run_story(run_id))
 
 
 @bp.get("/healthz")

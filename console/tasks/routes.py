@@ -1,20 +1,175 @@
+"""Tasks, Approvals and the actions on runs. Views validate, call ``console.runs``, and answer
+the fresh partial (a card, the board, or the run page's live section) to htmx, or flash and
+redirect without JavaScript."""
+
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import render_template
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
+from .. import runs as domain
 from ..auth import role
-from . import bp
+from ..errors import ConsoleError, NotFound
+from ..main.routes import safe_next
+from . import bp, queries
+from .forms import ActionForm, BulkForm
+
+RUN_ID_RE = re.compile(r"^[0-9a-z]{26}$")
+ACTIONS = ("pause", "resume", "cancel", "approve", "reject")
+DONE = {"pause": "Paused", "resume": "Resumed", "cancel": "Canceled"}
+VERBS = {"pause": "paused", "resume": "resumed", "cancel": "canceled"}
+MAX_POLLED = 200
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def board_context(f: queries.Filters, before: str | None) -> dict[str, Any]:
+    if before and not RUN_ID_RE.match(before):
+        before = None
+    counts = queries.status_counts(f)
+    return {
+        "filters": f,
+        "page": queries.page_of_runs(f, before),
+        "before": before,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "bulk": queries.bulk_counts(f, counts),
+        "workflows": queries.workflow_names(),
+        "bulk_form": BulkForm(formdata=None, **f.args()),
+        "statuses": queries.RUN_STATUSES,
+    }
 
 
 @bp.get("/tasks")
 @role("viewer")
 def index() -> Any:
-    return render_template("placeholder.html", title="Tasks")
+    f = queries.parse_filters(request.args)
+    context = board_context(f, request.args.get("before"))
+    if is_htmx() and request.headers.get("HX-Target") == "board":
+        return render_template("tasks/_board.html", **context)
+    return render_template("tasks/index.html", **context)
+
+
+@bp.get("/tasks/updates")
+@role("viewer")
+def updates() -> Any:
+    """The live poll of a list of cards: ``v=<id>~<stamp>,...`` answers the cards that
+    changed, each swapping itself in out of band; with ``newest=<id>`` and the page's filters
+    (the first page of Tasks) also the runs started since, put at the top. 204 when nothing
+    changed."""
+    stamps = {}
+    for item in request.args.get("v", "").split(",")[:MAX_POLLED]:
+        run_id, _, seen = item.partition("~")
+        if RUN_ID_RE.match(run_id):
+            stamps[run_id] = seen
+    newest = request.args.get("newest", "")
+    f = queries.parse_filters(request.args) if RUN_ID_RE.match(newest) else None
+    changed, new = queries.poll(stamps, newest or None, f)
+    if not changed and not new:
+        return "", 204
+    return render_template("tasks/_updates.html", cards=changed, new=new)
 
 
 @bp.get("/approvals")
 @role("viewer")
 def approvals() -> Any:
-    return render_template("placeholder.html", title="Approvals")
+    after = request.args.get("after")
+    return render_template(
+        "tasks/approvals.html",
+        page=queries.approvals(after),
+        after=after,
+        decide_open=True,
+    )
+
+
+def needs_confirmation(destructive: bool) -> bool:
+    """Without JavaScript (no ``hx-confirm``), a cancel or bulk action asks on a page first."""
+    return destructive and not is_htmx() and request.form.get("confirmed") != "yes"
+
+
+def perform(run_id: str, action: str, form: ActionForm) -> tuple[bool, str]:
+    """Do the action if the run's state still allows it; else say what happened instead."""
+    if action in ("approve", "reject"):
+        target = "resume" if action == "approve" else "cancel"
+        decision = domain.decide_run(run_id, target, form.decision_payload())
+        return decision.ok, decision.message
+    run = domain.get_run(run_id)
+    if action not in domain.allowed_actions(run.status, run.paused_from, waiting=False):
+        return False, f"This run is {run.status} now, so it cannot be {VERBS[action]}."
+    try:
+        run = {"pause": domain.pause_run, "resume": domain.resume_run}.get(
+            action, domain.cancel_run
+        )(run_id)
+    except ConsoleError as exc:
+        return False, exc.message
+    note = " The step that is running finishes; no next step starts." if action == "pause" else ""
+    return True, f"{DONE[action]}: the run is {run.status}.{note}"
+
+
+@bp.post("/tasks/runs/<run_id>/<action>")
+@role("operator")
+def act(run_id: str, action: str) -> Any:
+    if action not in ACTIONS or not RUN_ID_RE.match(run_id):
+        abort(404)
+    form = ActionForm()
+    if needs_confirmation(action in ("cancel", "reject")):
+        return render_template("tasks/confirm.html", action=action, run_id=run_id, form=form)
+    try:
+        if form.validate_on_submit():
+            ok, message = perform(run_id, action, form)
+        else:
+            ok, message = False, " ".join(e for errs in form.errors.values() for e in errs)
+    except NotFound:
+        abort(404)
+    except ConsoleError as exc:  # e.g. a payload over the size limit
+        ok, message = False, exc.message
+    if not is_htmx():
+        flash(message, "info" if ok else "error")
+        return redirect(safe_next(request.form.get("next") or url_for("tasks.index")))
+    if form.view.data == "run":
+        story = queries.run_story(run_id)
+        return render_template("main/_run_live.html", message=message, ok=ok, **story)
+    card = queries.card(run_id)
+    if card is None:
+        abort(404)
+    return render_template("tasks/_run_card.html", card=card, card_message=message, card_ok=ok)
+
+
+@bp.post("/tasks/bulk")
+@role("operator")
+def bulk() -> Any:
+    form = BulkForm()
+    f = queries.parse_filters(request.form)
+    if needs_confirmation(True):
+        counts = queries.bulk_counts(f, queries.status_counts(f))
+        return render_template(
+            "tasks/confirm.html", action=form.action.data, bulk=counts, filters=f, form=form
+        )
+    ok, message = False, "Nothing was changed: the filters are not valid."
+    if form.validate_on_submit() and not f.problems:
+        result = domain.bulk_act(form.action.data, f.run_filter)
+        ok = True
+        message = f"{DONE[result.action]} {result.changed} run{'s' * (result.changed != 1)}."
+        if result.skipped:
+            message += f" {result.skipped} skipped: they had moved on before their turn."
+    elif form.errors:
+        message = " ".join(e for errs in form.errors.values() for e in errs)
+    if not is_htmx():
+        flash(message, "info" if ok else "error")
+        return redirect(url_for("tasks.index", **f.args()))  # type: ignore[arg-type]
+    context = board_context(f, None)
+    return render_template("tasks/_board.html", message=message, ok=ok, **context)
+
+
+def can_act() -> bool:
+    return bool(current_user.is_authenticated and current_user.has_role("operator"))
+
+
+@bp.app_context_processor
+def tasks_helpers() -> dict[str, Any]:
+    return {"can_act": can_act}

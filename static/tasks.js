@@ -1,0 +1,69 @@
+// Tasks, Approvals and the run page: the live poll's parameters, the viewer's timezone for
+// the time filters, elapsed times that tick, and focus after an action.
+(function () {
+  // The live poll asks only about cards that can still change, each with the stamp it has;
+  // with none left on the page, no request is made at all.
+  document.addEventListener("htmx:configRequest", function (e) {
+    var poller = e.detail.elt;
+    if (poller.id !== "tasks-poll") return;
+    var items = [], newest = "";
+    document.querySelectorAll(".run-card[data-run]").forEach(function (card) {
+      if (card.dataset.run > newest) newest = card.dataset.run;
+      if (card.hasAttribute("data-live")) items.push(card.dataset.run + "~" + card.dataset.stamp);
+    });
+    var fresh = poller.hasAttribute("data-fresh");
+    if (!items.length && !fresh) { e.preventDefault(); return; }
+    e.detail.parameters.v = items.join(",");
+    if (fresh) e.detail.parameters.newest = newest || "0".repeat(26);
+  });
+
+  // A poll answered after the board was redrawn (another filter) belongs to the old board.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    if (e.detail.elt.id === "tasks-poll" && !e.detail.elt.isConnected) e.detail.shouldSwap = false;
+  });
+
+  function fillTimezone(root) {
+    var zone = "";
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (err) { zone = ""; }
+    root.querySelectorAll("input[data-timezone]").forEach(function (input) {
+      if (!input.value) input.value = zone;
+    });
+  }
+
+  function span(ms) {
+    var s = Math.max(0, Math.floor(ms / 1000));
+    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600);
+    var m = Math.floor(s % 3600 / 60), sec = s % 60;
+    if (d) return d + "d " + h + "h";
+    if (h) return h + "h " + m + "m";
+    if (m) return m + "m " + (sec < 10 ? "0" : "") + sec + "s";
+    return sec + "s";
+  }
+
+  function tick(root) {
+    var now = Date.now();
+    root.querySelectorAll("[data-elapsed-from]").forEach(function (el) {
+      var from = Date.parse(el.dataset.elapsedFrom);
+      var to = el.dataset.elapsedTo ? Date.parse(el.dataset.elapsedTo) : now;
+      if (isNaN(from) || isNaN(to)) return;
+      var text = el.dataset.elapsedTo ? "took " + span(to - from) : span(to - from) + " so far";
+      if (el.textContent !== text) el.textContent = text;
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    fillTimezone(document);
+    tick(document);
+    setInterval(function () { tick(document); }, 1000);
+  });
+  document.addEventListener("htmx:load", function (e) {
+    fillTimezone(e.target);
+    tick(e.target);
+  });
+  // After an action the clicked button is gone: move focus to the answer's message.
+  document.addEventListener("htmx:afterSwap", function (e) {
+    if (!e.detail || !e.detail.requestConfig || e.detail.requestConfig.verb !== "post") return;
+    var message = e.target.querySelector && e.target.querySelector("[role=status][tabindex]");
+    if (message) message.focus({preventScroll: true});
+  });
+})();
