@@ -31,3 +31,30 @@ def test_log_in_and_see_the_sections(app, live, page) -> None:
         assert nav.get_by_role("link", name=section).is_visible()
     assert nav.get_by_role("link", name="Users").count() == 0  # admins only
     assert page.evaluate("typeof htmx") == "object"  # the vendored htmx loaded
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.sqlite_only
+def test_dates_show_in_the_viewers_timezone(app, live, page, define) -> None:
+    """The page fixture's browser is in Asia/Seoul (UTC+9): 03:04:05 UTC reads 12:04:05."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from console import runs as domain
+    from console.extensions import db
+    from console.models import Run
+
+    create_user("viewer@example.com", "viewer", "s3cret-pass")
+    workflow = define("clock", [("a", "def run(ctx):\n    return 1")])
+    run, _ = domain.start_run(workflow, {})
+    created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    db.session.execute(update(Run).where(Run.id == run.id).values(created_at=created))
+    db.session.commit()
+
+    browser_log_in(page, live.base, "viewer@example.com", "s3cret-pass")
+    page.goto(live.url(f"/runs/{run.id}"))
+    shown = page.locator(f'time[datetime^="{created.strftime("%Y-%m-%dT%H:%M:%S")}"]').first
+    assert shown.get_attribute("title") == "2026-01-02T03:04:05.000Z"
+    assert "12:04:05" in shown.inner_text() and "2026" in shown.inner_text()
