@@ -245,6 +245,12 @@ def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
         problems.add("/steps", f"at most {MAX_STEPS} steps")
     steps = [_normalise_step(raw, i, problems) for i, raw in enumerate(raw_steps)]
     _no_duplicates([s.get("name") for s in steps], "/steps", "step", problems)
+    for index, step in enumerate(steps):
+        earlier = [s["name"] for s in steps[:index] if isinstance(s.get("name"), str)]
+        for key, message in stepkinds.step_reference_problems(step.get("config"), earlier):
+            path = f"/steps/{index}/config/{key}"
+            if all(item["path"] != path for item in problems.items):  # one problem per field
+                problems.add(path, message)
     definition["steps"] = steps
 
     # Schedules are workflow-level state, not part of a version: only a definition that has

@@ -61,6 +61,24 @@ def reference_problem(value: Any) -> str | None:
     return None
 
 
+def step_reference_problems(config: Any, earlier: list[str]) -> list[tuple[str, str]]:
+    """(key, message) for each ``{{ steps.<name>... }}`` in a config that names no step before
+    this one: a later or unknown step has no output when this step runs."""
+    if not isinstance(config, dict):
+        return []
+    found = []
+    for key, value in config.items():
+        for ref in references(value):
+            parts = ref.split(".")
+            if parts[0] == "steps" and len(parts) > 1 and parts[1] not in earlier:
+                before = ", ".join(earlier) if earlier else "none, this is the first step"
+                found.append(
+                    (key, f"{{{{ {ref} }}}} names no earlier step (steps before this one: {before})")
+                )
+                break
+    return found
+
+
 # ---------------------------------------------------------------------- setting checks
 #
 # A check takes a config value (from JSON or from a form) and returns the normalised value or

@@ -605,3 +605,26 @@ def test_without_an_answer_the_next_step_sees_timed_out(app, define, api, work) 
     run = show(api, run_id)
     assert run["status"] == "completed", run
     assert run["output"] == [True, True, None]
+
+
+def test_a_reference_to_a_later_or_unknown_step_is_refused_at_its_field(app) -> None:
+    def definition(*steps: dict[str, Any]) -> dict[str, Any]:
+        return {"name": "refs", "steps": list(steps)}
+
+    code = {"name": "fetch", "code": "def run(ctx):\n    return {'id': 1}"}
+    later = kind_step("mail", "email", **_email(subject="{{ steps.fetch.output.title }}"))
+    normalise(definition(code, later))  # fetch runs first: fine
+
+    with pytest.raises(ValidationFailed) as failed:
+        normalise(definition(later, code))  # fetch has not run yet when mail runs
+    assert {d["path"]: d["message"] for d in failed.value.details} == {
+        "/steps/0/config/subject": "{{ steps.fetch.output.title }} names no earlier step "
+        "(steps before this one: none, this is the first step)"
+    }
+    typo = kind_step("mail", "email", **_email(subject="{{ steps.fecth.output.title }}"))
+    with pytest.raises(ValidationFailed) as failed:
+        normalise(definition(code, typo))
+    assert {d["path"]: d["message"] for d in failed.value.details} == {
+        "/steps/1/config/subject": "{{ steps.fecth.output.title }} names no earlier step "
+        "(steps before this one: fetch)"
+    }
