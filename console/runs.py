@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -905,6 +905,52 @@ def record_step_waiting(
     _park(claim, outcome, "sleeping", until, outcome.position)
     db.session.commit()
     return "sleeping"
+
+
+CANCELED_WHILE_RUNNING = "The run was canceled while this step executed; its result was discarded."
+
+
+def record_step_canceled(claim: Claim, outcome: StepOutcome, logs: list[dict[str, Any]]) -> bool:
+    """A step whose execution ended after its run was canceled: keep what it did (its timing,
+    log lines and any error) as a canceled step, so the run's story does not show a step that
+    ran as pending. Only the worker that held the run when it was canceled writes this, once:
+    the conditional update that releases its lease is the fence. False when nothing applies
+    (the claim was lost some other way)."""
+    conn = write_transaction()
+    released = conn.execute(
+        update(Run)
+        .where(Run.id == claim.run_id, Run.status == "canceled", Run.lease_owner == claim.owner)
+        .values(
+            lease_owner=None,
+            lease_expires_at=None,
+            compute_ms=Run.compute_ms + outcome.duration_ms,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if released != 1:
+        db.session.rollback()
+        return False
+    rows = _log_rows(claim, logs)
+    if rows:
+        conn.execute(_INSERT_LOGS, rows)
+    exists = conn.execute(
+        select(_S.c.id).where(_S.c.run_id == claim.run_id, _S.c.name == outcome.name)
+    ).first()
+    error = CANCELED_WHILE_RUNNING + (f"\n\n{outcome.error}" if outcome.error else "")
+    _write_step(
+        conn,
+        claim,
+        replace(
+            outcome,
+            status="canceled",
+            output=None,
+            error=error,
+            exists=exists is not None,
+            sleep_reason=None,
+        ),
+    )
+    db.session.commit()
+    return True
 
 
 def rerun_callback(claim: Claim, step: str, runs: int, starting: bool) -> tuple[bool, Any]:

@@ -500,3 +500,56 @@ def test_nan_is_refused_in_outputs_and_inputs(app, define, work, api):
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 422 and "NaN" in response.json["error"]
+
+
+def test_a_step_that_ran_while_its_run_was_canceled_is_kept_as_canceled(
+    app, define, work, make_api, tmp_path
+):
+    """The worker finishes executing the step after the cancel: the step's timing and log
+    lines are kept on a canceled step (not left pending), and nothing after it runs."""
+    started, go, after = tmp_path / "started", tmp_path / "go", tmp_path / "after"
+    wait = f"""import os, time
+def run(ctx):
+    ctx.logger.info("working")
+    open({str(started)!r}, "w").close()
+    for _ in range(300):
+        if os.path.exists({str(go)!r}):
+            break
+        time.sleep(0.05)
+    return {{"done": True}}
+"""
+    wf = define(
+        "cut_short",
+        [("slow", wait), ("next", f"def run(ctx):\n    open({str(after)!r}, 'w').close()")],
+    )
+    run_id = start(wf)
+    api = make_api("operator")
+    answers = []
+
+    def cancel_while_it_runs() -> None:
+        with app.app_context():
+            for _ in range(300):
+                if started.exists():
+                    break
+                time.sleep(0.05)
+            answers.append(api.post(f"/api/runs/{run_id}/cancel").status_code)
+            go.touch()
+
+    canceller = threading.Thread(target=cancel_while_it_runs)
+    canceller.start()
+    work()
+    canceller.join()
+
+    assert answers == [200]
+    run = detail(api, run_id)
+    assert run["status"] == "canceled" and not after.exists()
+    slow, following = run["steps"]
+    assert slow["status"] == "canceled" and slow["output"] is None
+    assert slow["error"] == domain.CANCELED_WHILE_RUNNING
+    assert slow["duration_ms"] is not None and slow["started_at"] is not None
+    assert following["status"] == "pending"
+    db.session.expire_all()
+    logs = db.session.scalars(select(LogLine.message).where(LogLine.run_id == run_id)).all()
+    assert logs == ["working"]
+    stored = db.session.get(Run, run_id)
+    assert stored.lease_owner is None and stored.compute_ms > 0

@@ -155,6 +155,16 @@ class PinnedVersion:
 _versions: dict[tuple[int, str], PinnedVersion] = {}
 
 
+def kept_if_canceled(
+    status: str | None, claim: domain.Claim, outcome: domain.StepOutcome, logs: list[Any]
+) -> str | None:
+    """A step's record that did not take (``status`` None) because the run was canceled
+    while the step executed is kept as a canceled step; the status is passed through."""
+    if status is None:
+        domain.record_step_canceled(claim, outcome, logs)
+    return status
+
+
 def load_version(version_id: int) -> PinnedVersion:
     """A run's version; definitions never change once published, so each process parses one
     once (keyed with its hash too, since ids repeat across databases)."""
@@ -363,25 +373,26 @@ class Runner:
             )
             logs = logger.drain()
             if wait_until is not None and not exited:
-                return domain.record_step_waiting(claim, outcome, wait_until, logs), True
+                status = domain.record_step_waiting(claim, outcome, wait_until, logs)
+                return kept_if_canceled(status, claim, outcome, logs), True
             if execution.suspend_waitpoint is not None and not exited:
                 status = domain.record_step_suspended(
                     claim, outcome, execution.suspend_waitpoint, logs
                 )
                 if status is None or status == "suspended":
-                    return status, False
+                    return kept_if_canceled(status, claim, outcome, logs), False
             elif execution.rerun_request is not None and not exited:
                 waitpoint, delay, rerun_context = execution.rerun_request
                 status = domain.record_step_rerun(
                     claim, outcome, waitpoint, delay, rerun_context, logs
                 )
-                return status, True
+                return kept_if_canceled(status, claim, outcome, logs), True
             else:
                 status = domain.record_step_completed(
                     claim, outcome, position + 1, logs, close_waits=execution.opened
                 )
             if status is None:
-                return None, False
+                return kept_if_canceled(status, claim, outcome, logs), False
             results[name] = StepResult(name, "completed", output, outcome.resume_data)
             if exited:
                 skipped = [
@@ -435,7 +446,9 @@ class Runner:
             runs=runs,
             context=context,
         )
-        return domain.record_step_failed(claim, outcome, retry_at, logger.drain())
+        logs = logger.drain()
+        status = domain.record_step_failed(claim, outcome, retry_at, logs)
+        return kept_if_canceled(status, claim, outcome, logs)
 
     def finish(self, claim: domain.Claim, definition: dict[str, Any], output: Any) -> str | None:
         schema = definition.get("output_schema")
