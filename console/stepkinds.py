@@ -72,9 +72,8 @@ def step_reference_problems(config: Any, earlier: list[str]) -> list[tuple[str, 
             parts = ref.split(".")
             if parts[0] == "steps" and len(parts) > 1 and parts[1] not in earlier:
                 before = ", ".join(earlier) if earlier else "none, this is the first step"
-                found.append(
-                    (key, f"{{{{ {ref} }}}} names no earlier step (steps before this one: {before})")
-                )
+                message = f"{{{{ {ref} }}}} names no earlier step (steps before this one: {before})"
+                found.append((key, message))
                 break
     return found
 
