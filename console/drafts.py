@@ -278,7 +278,13 @@ def diff_definitions(old: dict[str, Any], new: dict[str, Any]) -> Diff:
         if (before or None) != (after or None):
             a = before if isinstance(before, str) else _pretty(before)
             b = after if isinstance(after, str) else _pretty(after)
-            unified = _unified(a + "\n", b + "\n", f"{label} (before)", f"{label} (after)")
+            # An absent value diffs as nothing at all, not as one empty line.
+            unified = _unified(
+                a + "\n" if a else "",
+                b + "\n" if b else "",
+                f"{label} (before)" if a else "/dev/null",
+                f"{label} (after)" if b else "/dev/null",
+            )
             fields.append(FieldChange(label, a, b, side_by_side(a, b), unified))
 
     old_steps = {s["name"]: (i, s) for i, s in enumerate(old.get("steps") or [])}

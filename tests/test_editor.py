@@ -745,3 +745,13 @@ def test_a_viewer_gets_403_on_every_editing_route_and_anonymous_goes_to_login(ap
     assert "Save step" not in page and "Add a step" not in page and "/hooks/" not in page
     assert "def run(ctx)" in page
     assert "v1" in viewer.page("/workflows/wf/versions")
+
+
+def test_a_schema_added_diffs_as_added_lines_only(app):
+    from console.drafts import diff_definitions
+
+    schema = {"type": "object", "properties": {"email": {"type": "string"}}}
+    change = diff_definitions({"steps": []}, {"steps": [], "input_schema": schema}).fields[0]
+    lines = change.unified.splitlines()
+    assert lines[:2] == ["--- /dev/null", "+++ Input schema (after)"]
+    assert all(line.startswith("+") for line in lines[3:]) and "+{" in lines
