@@ -12,7 +12,7 @@
       if (card.hasAttribute("data-live")) items.push(card.dataset.run + "~" + card.dataset.stamp);
     });
     var fresh = poller.hasAttribute("data-fresh");
-    if (!items.length && !fresh) { e.preventDefault(); return; }
+    if (!items.length && !fresh && !poller.hasAttribute("data-watch")) { e.preventDefault(); return; }
     e.detail.parameters.v = items.join(",");
     if (fresh) e.detail.parameters.newest = newest || "0".repeat(26);
   });

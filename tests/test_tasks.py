@@ -251,6 +251,14 @@ def test_live_poll_answers_only_changed_cards(app, client, operator, define, wor
     body = moved.get_data(as_text=True)
     assert moved.status_code == 200 and 'hx-swap-oob="true"' in body
     assert "status-completed" in body and "data-live" not in body  # it stops polling
+    assert "status-counts" not in body  # an older page's poll has no counts to redraw
+
+    # The first page's poll redraws the counts per status as well, under its filters.
+    first = f"/tasks/updates?v={run.id}~{stamp.group(1)}&newest={run.id}&workflow=live"
+    counted = client.get(first, headers=HX).get_data(as_text=True)
+    assert 'id="status-counts" aria-label="Runs by status" hx-swap-oob="true"' in counted
+    assert re.search(r"completed</span> <strong>1</strong>", counted)
+    assert re.search(r"pending</span> <strong>0</strong>", counted)
 
     # The first page of Tasks also asks for runs started since, under its filters.
     newer, _ = domain.start_run(wf, {})
@@ -318,3 +326,31 @@ def test_run_page_tells_the_story(app, client, operator, define, work):
     assert replayed.count("replayed from checkpoint") == 3 and "Replays</dt><dd>1 " in replayed
     assert "act-" not in replayed  # a completed run allows no action
     assert client.get(f"/runs/{'0' * 26}").status_code == 404
+
+
+def test_the_approvals_poll_tells_of_runs_that_started_waiting_since(
+    app, client, operator, define, work
+):
+    wf = define("approval", APPROVAL)
+    empty = client.get("/approvals").get_data(as_text=True)
+    assert "data-watch" in empty  # even an empty list keeps asking
+    first, _ = domain.start_run(wf, {})
+    work(until=lambda: status_of(first.id) == "suspended")
+
+    page = client.get("/approvals").get_data(as_text=True)
+    poll = re.search(r'id="tasks-poll" hidden hx-get="([^"]+)"', page).group(1)
+    poll = poll.replace("&amp;", "&")
+    assert "waiting_since=" in poll
+    stamp = re.search(rf'id="run-{first.id}" data-run="{first.id}" data-stamp="([^"]+)"', page)
+    known = f"{poll}&v={first.id}~{stamp.group(1)}"
+    assert client.get(known, headers=HX).status_code == 204  # its own card is not news
+
+    second, _ = domain.start_run(wf, {})
+    work(until=lambda: status_of(second.id) == "suspended")
+    news = client.get(known, headers=HX)
+    body = news.get_data(as_text=True)
+    assert news.status_code == 200 and 'id="approvals-news"' in body
+    assert "1 more run is waiting for a decision" in body and cards(body) == []
+    # Later pages of Approvals and the Tasks page do not ask.
+    later = client.get(f"/approvals?after=~{first.id}").get_data(as_text=True)
+    assert "waiting_since=" not in later and "data-watch" not in later

@@ -90,6 +90,8 @@ def test_pause_resume_and_cancel_from_cards(app, live, operator, define):
     page.keyboard.press("Enter")
     expect(badge(page, held.id)).to_contain_text("completed", timeout=30_000)
     expect(page.locator(f"#run-{held.id}")).to_contain_text("4 of 4 done")
+    # The counts at the top moved with it.
+    expect(page.locator("#status-counts .count-completed strong")).to_have_text("1")
 
     doomed, _ = domain.start_run(wf, {})
     expect(page.locator(f"#run-{doomed.id}")).to_be_visible()  # new runs appear by themselves
@@ -142,6 +144,15 @@ def test_approve_and_reject_from_cards_and_a_stale_action(app, live, operator, d
     card.get_by_role("button", name="Reject").click()
     expect(badge(page, reject.id)).to_contain_text("canceled")
     assert fresh(reject.id).status == "canceled"
+
+    # A run that starts waiting after the page was drawn is announced, not missed.
+    late, _ = domain.start_run(wf, {"timeout": 60})
+    expect(page.locator("#approvals-news")).to_contain_text(
+        "1 more run is waiting for a decision", timeout=20_000
+    )
+    page.locator("#approvals-news").get_by_role("link").click()
+    expect(page.locator(".run-card").first).to_have_attribute("data-run", late.id)
+    expect(page.locator(f"#run-{stale.id}")).to_be_visible()
 
     # Someone cancels the run elsewhere while this page still offers Approve.
     page.route("**/tasks/updates**", lambda route: route.fulfill(status=204))

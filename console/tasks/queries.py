@@ -409,6 +409,18 @@ def poll(
     return build_cards(changed), build_cards(new)
 
 
+def newly_waiting(since: datetime, known: Sequence[str]) -> int:
+    """Runs that started waiting for a decision after ``since`` and are not among the ``known``
+    cards: the Approvals page's poll says how many, so that a new one is not missed. Reads
+    only suspended runs (by the status index)."""
+    query = select(func.count()).select_from(Run).where(
+        Run.status == "suspended", Run.updated_at > since
+    )
+    if known:
+        query = query.where(Run.id.not_in(list(known)))
+    return int(db.session.scalar(query) or 0)
+
+
 def workflow_names() -> list[str]:
     return list(db.session.scalars(select(Workflow.name).order_by(Workflow.name)))
 

@@ -5,6 +5,7 @@ redirect without JavaScript."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -14,6 +15,7 @@ from .. import runs as domain
 from ..auth import role
 from ..errors import ConsoleError, NotFound
 from ..main.routes import safe_next
+from ..timeutil import isoformat, utcnow
 from . import bp, queries
 from .forms import ActionForm, BulkForm
 
@@ -60,8 +62,9 @@ def index() -> Any:
 def updates() -> Any:
     """The live poll of a list of cards: ``v=<id>~<stamp>,...`` answers the cards that
     changed, each swapping itself in out of band; with ``newest=<id>`` and the page's filters
-    (the first page of Tasks) also the runs started since, put at the top. 204 when nothing
-    changed."""
+    (the first page of Tasks) also the runs started since, put at the top, and the counts per
+    status. With ``waiting_since`` (the first page of Approvals) also how many runs started
+    waiting for a decision since, besides its cards. 204 when nothing changed."""
     stamps = {}
     for item in request.args.get("v", "").split(",")[:MAX_POLLED]:
         run_id, _, seen = item.partition("~")
@@ -70,9 +73,27 @@ def updates() -> Any:
     newest = request.args.get("newest", "")
     f = queries.parse_filters(request.args) if RUN_ID_RE.match(newest) else None
     changed, new = queries.poll(stamps, newest or None, f)
-    if not changed and not new:
+    waiting = 0
+    since = parse_moment(request.args.get("waiting_since", ""))
+    if since is not None:  # the first page of Approvals: runs that started waiting since
+        waiting = queries.newly_waiting(since, list(stamps))
+    if not changed and not new and not waiting:
         return "", 204
-    return render_template("tasks/_updates.html", cards=changed, new=new)
+    context: dict[str, Any] = {"cards": changed, "new": new, "waiting": waiting}
+    if f is not None:  # the first page of Tasks: its counts per status moved too
+        counts = queries.status_counts(f)
+        context.update(
+            filters=f, counts=counts, total=sum(counts.values()), statuses=queries.RUN_STATUSES
+        )
+    return render_template("tasks/_updates.html", **context)
+
+
+def parse_moment(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 @bp.get("/approvals")
@@ -84,6 +105,7 @@ def approvals() -> Any:
         page=queries.approvals(after),
         after=after,
         decide_open=True,
+        drawn_at=isoformat(utcnow()),
     )
 
 
