@@ -413,8 +413,10 @@ def newly_waiting(since: datetime, known: Sequence[str]) -> int:
     """Runs that started waiting for a decision after ``since`` and are not among the ``known``
     cards: the Approvals page's poll says how many, so that a new one is not missed. Reads
     only suspended runs (by the status index)."""
-    query = select(func.count()).select_from(Run).where(
-        Run.status == "suspended", Run.updated_at > since
+    query = (
+        select(func.count())
+        .select_from(Run)
+        .where(Run.status == "suspended", Run.updated_at > since)
     )
     if known:
         query = query.where(Run.id.not_in(list(known)))
