@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from .errors import NotFound
 from .extensions import db, write_transaction
@@ -22,6 +22,7 @@ from .runs import input_problems
 from .timeutil import utcnow
 
 FINISHED = ("completed", "failed")
+KEEP_TESTS = 10  # finished tests kept per step (the last completed one is always kept)
 
 
 def last_outputs(workflow_id: int, names: list[str]) -> dict[str, Any]:
@@ -105,6 +106,7 @@ def start_step_test(
         created_by=user,
     )
     write_transaction()
+    _prune(workflow.id, step_name)
     db.session.add(test)
     db.session.commit()
     try:
@@ -115,6 +117,33 @@ def start_step_test(
         )
         db.session.refresh(test)
     return test
+
+
+def _prune(workflow_id: int, step_name: str) -> None:
+    """Drop a step's finished tests beyond the newest ``KEEP_TESTS``, except its last
+    completed one (the output later steps' tests receive). In the caller's transaction."""
+    mine = (StepTest.workflow_id == workflow_id, StepTest.step_name == step_name)
+    old = list(
+        db.session.scalars(
+            select(StepTest.id)
+            .where(*mine, StepTest.status.in_(FINISHED))
+            .order_by(StepTest.id.desc())
+            .offset(KEEP_TESTS - 1)  # room for the test being added
+        )
+    )
+    kept = db.session.scalar(
+        select(StepTest.id)
+        .where(*mine, StepTest.status == "completed")
+        .order_by(StepTest.created_at.desc(), StepTest.id.desc())
+        .limit(1)
+    )
+    doomed = [test_id for test_id in old if test_id != kept]
+    if doomed:
+        db.session.execute(
+            delete(StepTest)
+            .where(StepTest.id.in_(doomed))
+            .execution_options(synchronize_session=False)
+        )
 
 
 def claim_step_test(test_id: str) -> bool:

@@ -755,3 +755,23 @@ def test_a_schema_added_diffs_as_added_lines_only(app):
     lines = change.unified.splitlines()
     assert lines[:2] == ["--- /dev/null", "+++ Input schema (after)"]
     assert all(line.startswith("+") for line in lines[3:]) and "+{" in lines
+
+
+def test_old_step_tests_are_pruned_but_the_last_completed_one_stays(app, define):
+    from console import steptests
+
+    workflow = define("pruned", [("a", code("return ctx.input['n']")), ("b", code())])
+    definition = db.session.get(Workflow, workflow.id).versions[-1].definition
+    first = steptests.start_step_test(workflow, definition, "a", {"n": 0}, None)
+    steptests.finish_step_test(first.id, "completed", output=0, claimed=False)
+    for n in range(1, 15):  # fourteen failed tests after the one that completed
+        test = steptests.start_step_test(workflow, definition, "a", {"n": n}, None)
+        steptests.finish_step_test(test.id, "failed", error="boom", claimed=False)
+    steptests.start_step_test(workflow, definition, "b", {}, None)  # another step: untouched
+
+    db.session.expire_all()
+    kept = db.session.scalars(
+        db.select(StepTest.input).where(StepTest.step_name == "a").order_by(StepTest.id)
+    ).all()
+    assert kept == [{"n": 0}] + [{"n": n} for n in range(15 - steptests.KEEP_TESTS, 15)]
+    assert steptests.last_outputs(workflow.id, ["a"]) == {"a": 0}
