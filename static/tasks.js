@@ -60,6 +60,22 @@
     fillTimezone(e.target);
     tick(e.target);
   });
+  // The run page redraws its live section as the run moves: a section the viewer opened or
+  // closed stays that way (each <details data-key> remembers the viewer's choice).
+  var chosen = {};
+  document.addEventListener("click", function (e) {
+    var summary = e.target.closest && e.target.closest("summary");
+    var details = summary && summary.parentElement;
+    if (!details || !details.dataset.key || !details.closest("#run-live")) return;
+    chosen[details.dataset.key] = !details.open;  // the click is about to toggle it
+  });
+  document.addEventListener("htmx:load", function (e) {
+    if (!e.target.querySelectorAll) return;
+    e.target.querySelectorAll("details[data-key]").forEach(function (d) {
+      if (Object.prototype.hasOwnProperty.call(chosen, d.dataset.key)) d.open = chosen[d.dataset.key];
+    });
+  });
+
   // After an action the clicked button is gone: move focus to the answer's message.
   document.addEventListener("htmx:afterSwap", function (e) {
     if (!e.detail || !e.detail.requestConfig || e.detail.requestConfig.verb !== "post") return;

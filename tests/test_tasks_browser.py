@@ -215,3 +215,23 @@ def test_bulk_pause_and_resume_a_workflow_and_filters(app, live, operator, defin
     page.get_by_label("Run id").fill("zzzz")
     page.get_by_role("button", name="Filter").click()
     expect(page.get_by_text("No run matches these filters.")).to_be_visible()
+
+
+def test_the_run_page_keeps_what_the_viewer_opened_and_closed(app, live, operator, define):
+    page = operator
+    wf = define("story", [(f"s{i}", SLOW_STEP) for i in range(4)])
+    run, _ = domain.start_run(wf, {"who": "me"})
+    page.goto(live.url(f"/runs/{run.id}"))
+    first_output = page.locator('details[data-key="s0.output"]')
+    expect(first_output).to_be_attached(timeout=20_000)  # drawn when s0 completed
+    live_section = page.locator("#run-live")
+    if first_output.get_attribute("open") is None:
+        first_output.locator("summary").click()  # the viewer opens it...
+    page.locator('details[data-key="input"] summary').click()  # ...and closes the input
+    expect(page.locator('details[data-key="input"]')).not_to_have_attribute("open", "")
+    live.until(lambda: steps_done(run.id) >= 3, "two more steps")
+    expect(page.locator("#step-s2 .badge").first).to_contain_text("completed", timeout=10_000)
+    expect(live_section.locator(".run-head .badge").first).not_to_contain_text("pending")
+    # Redrawn since, and still as the viewer left them.
+    assert first_output.get_attribute("open") is not None
+    assert page.locator('details[data-key="input"]').get_attribute("open") is None
