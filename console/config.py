@@ -77,6 +77,11 @@ class Config:
         self.CONSOLE_ENV = os.environ.get("CONSOLE_ENV", "development")
         production = self.CONSOLE_ENV == "production"
         self.SECRET_KEY = secret_key(instance_path, production)
+        # Earlier keys, newest first, still accepted after a rotation: sessions (Flask), links
+        # and webhook URLs made under them keep working until a key is dropped from here.
+        self.SECRET_KEY_FALLBACKS = [
+            k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()
+        ]
         self.SQLALCHEMY_DATABASE_URI = database_url(instance_path)
         self.REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
         self.PORT = env_int("PORT", 5000)

@@ -3,6 +3,11 @@
 A link's token is an HMAC of the waitpoint's random id and the action under the app's secret
 key: unguessable, bound to one step execution and one action, and derivable again when a step
 is replayed (so a replay hands out the same links). Only its SHA-256 is stored.
+
+After a rotation of ``SECRET_KEY`` the old key goes into ``SECRET_KEY_FALLBACKS``: a link is
+found by the hash of its token whatever key made it, and the links of a waitpoint made under an
+older key are signed again with that key, so a replay, the API and the console hand out the
+links that were emailed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hmac
 from dataclasses import dataclass
 
 from flask import current_app
+from sqlalchemy import select
 
 ACTIONS = ("resume", "cancel")
 
@@ -23,11 +29,17 @@ class Links:
     cancel_url: str
 
 
-def waitpoint_token(waitpoint_id: str, action: str) -> str:
+def secret_keys() -> list[str]:
+    """The key new links and secrets are made with, then the older ones still accepted."""
+    fallbacks = current_app.config.get("SECRET_KEY_FALLBACKS") or []
+    return [str(current_app.config["SECRET_KEY"]), *(str(k) for k in fallbacks)]
+
+
+def waitpoint_token(waitpoint_id: str, action: str, key: str | None = None) -> str:
     if action not in ACTIONS:
         raise ValueError(f"unknown link action {action!r}")
-    key = str(current_app.config["SECRET_KEY"]).encode()
-    mac = hmac.new(key, f"waitpoint:{waitpoint_id}:{action}".encode(), hashlib.sha256).digest()
+    secret = (key if key is not None else secret_keys()[0]).encode()
+    mac = hmac.new(secret, f"waitpoint:{waitpoint_id}:{action}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
@@ -36,8 +48,18 @@ def token_hash(token: str) -> str:
 
 
 def links_for(waitpoint_id: str) -> Links:
+    """The waitpoint's links, signed with the key it was made under (one primary-key read)."""
+    from .extensions import db
+    from .models import Waitpoint
+
+    stored = db.session.scalar(select(Waitpoint.resume_hash).where(Waitpoint.id == waitpoint_id))
+    keys = secret_keys()
+    key = next(
+        (k for k in keys if token_hash(waitpoint_token(waitpoint_id, "resume", k)) == stored),
+        keys[0],
+    )
     base = current_app.config["BASE_URL"]
     return Links(
-        resume_url=f"{base}/flow/resume/{waitpoint_token(waitpoint_id, 'resume')}",
-        cancel_url=f"{base}/flow/cancel/{waitpoint_token(waitpoint_id, 'cancel')}",
+        resume_url=f"{base}/flow/resume/{waitpoint_token(waitpoint_id, 'resume', key)}",
+        cancel_url=f"{base}/flow/cancel/{waitpoint_token(waitpoint_id, 'cancel', key)}",
     )

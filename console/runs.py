@@ -1086,15 +1086,21 @@ def find_waitpoint(token: str, action: str) -> Waitpoint:
 def act_on_link(token: str, action: str, payload: Any) -> LinkAnswer:
     """A request to a resume or cancel link: the first one decides, once (SPEC §4)."""
     wp = find_waitpoint(token, action)
+    return act_on_waitpoint(wp.id, wp.run_id, action, payload)
+
+
+def act_on_waitpoint(waitpoint_id: str, run_id: str, action: str, payload: Any) -> LinkAnswer:
+    """What a request to one of the waitpoint's links does, without the token (the console's
+    Approve and Reject, which do not depend on the key the links were signed with)."""
     target = LINK_STATES[action]
     now = utcnow()
-    live_run = select(Run.id).where(Run.id == wp.run_id, Run.status.not_in(tuple(TERMINAL)))
+    live_run = select(Run.id).where(Run.id == run_id, Run.status.not_in(tuple(TERMINAL)))
     write_transaction()
     won = (
         db.session.execute(  # type: ignore[attr-defined]
             update(Waitpoint)
             .where(
-                Waitpoint.id == wp.id,
+                Waitpoint.id == waitpoint_id,
                 Waitpoint.state == "open",
                 or_(Waitpoint.expires_at.is_(None), Waitpoint.expires_at > now),
                 Waitpoint.run_id.in_(live_run),
@@ -1105,10 +1111,10 @@ def act_on_link(token: str, action: str, payload: Any) -> LinkAnswer:
     )  # type: ignore[attr-defined]
     db.session.commit()
     if won:
-        apply_waitpoint(wp.id)
+        apply_waitpoint(waitpoint_id)
     db.session.expire_all()
-    state = db.session.scalar(select(Waitpoint.state).where(Waitpoint.id == wp.id))
-    run = get_run(wp.run_id)
+    state = db.session.scalar(select(Waitpoint.state).where(Waitpoint.id == waitpoint_id))
+    run = get_run(run_id)
     if won:
         return LinkAnswer(run.id, target, run.status, 200, target)
     if state == target:
@@ -1265,8 +1271,6 @@ def decide_run(run_id: str, action: str, payload: Any) -> Decision:
     request to the run's open resume or cancel link (SPEC §4), with ``payload`` as the body,
     so the step's ``resume_data`` is the same either way. A run that no longer waits (decided
     elsewhere, timed out, canceled) answers ``ok=False`` with what happened."""
-    from .links import waitpoint_token
-
     if action not in LINK_STATES:
         raise ValidationFailed("The action must be resume or cancel")
     run = get_run(run_id)
@@ -1275,7 +1279,7 @@ def decide_run(run_id: str, action: str, payload: Any) -> Decision:
         db.session.commit()
         return Decision(run, False, f"This run no longer waits for a decision: it is {run.status}.")
     _check_payload_size(payload, "payload")
-    answer = act_on_link(waitpoint_token(waiting[0], action), action, payload)
+    answer = act_on_waitpoint(waiting[0], run_id, action, payload)
     run = get_run(run_id)
     db.session.refresh(run)
     word = "Approved" if action == "resume" else "Rejected"

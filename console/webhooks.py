@@ -17,12 +17,13 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from .extensions import db, write_transaction
+from .links import secret_keys
 from .models import Workflow
 
 
-def _secret_for(name: str, nonce: str) -> str:
-    key = str(current_app.config["SECRET_KEY"]).encode()
-    mac = hmac.new(key, f"webhook:{name}:{nonce}".encode(), hashlib.sha256).digest()
+def _secret_for(name: str, nonce: str, key: str | None = None) -> str:
+    secret = (key if key is not None else secret_keys()[0]).encode()
+    mac = hmac.new(secret, f"webhook:{name}:{nonce}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
@@ -64,7 +65,11 @@ def workflow_for_hook(name: str, secret: str) -> Workflow | None:
     workflow = db.session.scalar(select(Workflow).filter_by(name=name))
     # Compare even without a workflow, so that timing does not tell which part was wrong.
     nonce = workflow.webhook_nonce if workflow is not None else None
-    expected = _secret_for(name, nonce or "no webhook")
-    if not hmac.compare_digest(expected.encode(), secret.encode()):
+    # The current key's URL, or one made under a key kept in SECRET_KEY_FALLBACKS.
+    matched = False
+    for key in secret_keys():
+        expected = _secret_for(name, nonce or "no webhook", key)
+        matched = hmac.compare_digest(expected.encode(), secret.encode()) or matched
+    if not matched:
         return None
     return workflow if nonce is not None else None

@@ -985,3 +985,42 @@ def test_rerun_links_used_while_the_step_executes(app, define, api, client, proc
     (late / "release2").touch()
     wait(lambda: status_of(run_id) == "completed", "the timer-woken run to complete")
     assert show(api, run_id)["output"] == {"runs": 2, "callback": None}
+
+
+def test_after_a_secret_key_rotation_links_keep_working(
+    app, define, api, work, client, monkeypatch
+):
+    """Links are found by the hash of their token, so emailed links outlive the key; with the
+    old key in SECRET_KEY_FALLBACKS the API (and a replay) hand out the same links."""
+    from console import runs as domain
+
+    define("approval", APPROVAL)
+    run_a, run_b, run_c = suspended_runs(api, work, "approval", 3)
+    emailed = {r: links_of(api, r) for r in (run_a, run_b, run_c)}
+    old_key = app.config["SECRET_KEY"]
+    monkeypatch.setitem(app.config, "SECRET_KEY", "a-brand-new-secret-key")
+    monkeypatch.setitem(app.config, "SECRET_KEY_FALLBACKS", [old_key])
+
+    assert links_of(api, run_a) == emailed[run_a]  # signed again with the key it was made under
+    answer = client.post(emailed[run_a]["resume"], json={"ok": 1})
+    assert answer.json["action"] == "resumed"
+
+    monkeypatch.setitem(app.config, "SECRET_KEY_FALLBACKS", [])  # the old key dropped
+    decision = domain.decide_run(run_b, "resume", {"by": "console"})  # needs no key at all
+    assert decision.ok, decision.message
+    assert client.post(emailed[run_c]["cancel"]).json["action"] == "canceled"  # by its hash
+
+    # A run that suspends now gets links under the new key, and they work.
+    (run_d,) = suspended_runs(api, work, "approval", 1)
+    fresh = links_of(api, run_d)
+    assert client.post(fresh["resume"], json={"ok": 2}).json["action"] == "resumed"
+    work(
+        until=lambda: all(status_of(r) in ("completed", "canceled") for r in (run_a, run_b, run_d))
+    )
+    assert [status_of(r) for r in (run_a, run_b, run_c, run_d)] == [
+        "completed",
+        "completed",
+        "canceled",
+        "completed",
+    ]
+    assert show(api, run_b)["output"]["data"] == {"by": "console"}

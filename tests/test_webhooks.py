@@ -189,3 +189,22 @@ def test_other_methods_on_a_webhook_answer_405_json(app, client, signup, editor,
     assert response.status_code == 405
     assert response.is_json and response.json["details"] == []
     assert "not allowed" in response.json["error"]
+
+
+def test_a_rotated_secret_key_kept_as_a_fallback_keeps_the_old_url(
+    app, client, signup, editor, monkeypatch
+):
+    old = hook_path(editor)
+    old_key = app.config["SECRET_KEY"]
+    monkeypatch.setitem(app.config, "SECRET_KEY", "a-brand-new-secret-key")
+    monkeypatch.setitem(app.config, "SECRET_KEY_FALLBACKS", [old_key])
+    new = hook_path(editor)
+    assert new != old  # the URL shown now is made with the new key
+    for path in (old, new):
+        assert client.post(path, json={"email": "ada@example.com"}).status_code == 202
+    assert run_count() == 2
+    # Once the old key is dropped, its URL stops working.
+    monkeypatch.setitem(app.config, "SECRET_KEY_FALLBACKS", [])
+    assert client.post(old, json={"email": "ada@example.com"}).status_code == 404
+    assert client.post(new, json={"email": "ada@example.com"}).status_code == 202
+    assert run_count() == 3

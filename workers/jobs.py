@@ -217,7 +217,7 @@ class Execution:
             raise RuntimeError("a step cannot both suspend and rerun")
         expires = utcnow() + timedelta(seconds=seconds)
         self.suspend_waitpoint = self._waitpoint("suspend", expires)
-        return links_for(self.suspend_waitpoint)
+        return self._links(self.suspend_waitpoint)
 
     def rerun(self, delay: float, context: Any, max_retries: int) -> Links:
         if self.suspend_waitpoint is not None:
@@ -225,7 +225,13 @@ class Execution:
         waitpoint = self._waitpoint("rerun", None)
         # runs - 1 reruns so far; past max_retries the run proceeds with this output.
         self.rerun_request = (waitpoint, delay, context) if self.runs - 1 < max_retries else None
-        return links_for(waitpoint)
+        return self._links(waitpoint)
+
+    @staticmethod
+    def _links(waitpoint: str) -> Links:
+        links = links_for(waitpoint)
+        db.session.commit()  # end the read: nothing is held while the step goes on
+        return links
 
     def wait(self, key: str, seconds: float) -> None:
         record_key = self.WAIT_PREFIX + key
