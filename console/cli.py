@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from . import runs as domain
 from .auth import create_token, create_user
+from .config import STACK_URL_FILE
 from .definitions import export_definition, normalise, save_workflow
 from .errors import ConsoleError, ValidationFailed
 from .extensions import db
@@ -348,6 +349,10 @@ def up(host: str, worker_count: int) -> None:
     from .queueing import redis_url
 
     app = current_app
+    port = app.config["PORT"]
+    # This stack's own URL (never one recorded by an earlier stack that did not stop cleanly).
+    base = (os.environ.get("BASE_URL", "").strip() or f"http://127.0.0.1:{port}").rstrip("/")
+    app.config["BASE_URL"] = base
     upgrade()
     url = redis_url()
     login = ensure_admin()
@@ -356,9 +361,7 @@ def up(host: str, worker_count: int) -> None:
     except ConsoleError as exc:
         examples = []
         click.echo(f"Examples not imported: {exc.message}", err=True)
-    port = app.config["PORT"]
-    env = dict(os.environ, REDIS_URL=url, PORT=str(port), FLASK_APP="console")
-    env.setdefault("BASE_URL", app.config["BASE_URL"])
+    env = dict(os.environ, REDIS_URL=url, PORT=str(port), FLASK_APP="console", BASE_URL=base)
     venv_bin = Path(sys.executable).parent
     flask = [sys.executable, "-m", "flask", "--app", "console"]
     commands = {
@@ -390,7 +393,13 @@ def up(host: str, worker_count: int) -> None:
     click.echo(f"Redis: {url}  Database: {db.engine.url.render_as_string(hide_password=True)}")
     click.echo("Press Ctrl+C to stop.")
     db.session.remove()
-    supervisor.run()
+    # Commands run in another terminal print links to this stack (console.config).
+    stack_url = Path(app.instance_path) / STACK_URL_FILE
+    stack_url.write_text(app.config["BASE_URL"] + "\n")
+    try:
+        supervisor.run()
+    finally:
+        stack_url.unlink(missing_ok=True)
 
 
 class Supervisor:

@@ -70,6 +70,21 @@ def secret_key(instance_path: str, production: bool) -> str:
     return key
 
 
+STACK_URL_FILE = "base_url"
+
+
+def running_stack_url(instance_path: str) -> str:
+    """The URL ``flask up`` is serving from this instance folder, so that a command run in
+    another terminal (without ``PORT``) prints links to it; empty when none is running or
+    ``PORT`` is given."""
+    if os.environ.get("PORT", "").strip():
+        return ""
+    try:
+        return (Path(instance_path) / STACK_URL_FILE).read_text().strip()
+    except OSError:
+        return ""
+
+
 class Config:
     """Settings read from the environment when the app is created."""
 
@@ -86,7 +101,9 @@ class Config:
         self.REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
         self.PORT = env_int("PORT", 5000)
         self.BASE_URL = (
-            os.environ.get("BASE_URL", "").strip() or f"http://127.0.0.1:{self.PORT}"
+            os.environ.get("BASE_URL", "").strip()
+            or running_stack_url(instance_path)
+            or f"http://127.0.0.1:{self.PORT}"
         ).rstrip("/")
         self.CONSOLE_TIMEZONE = os.environ.get("CONSOLE_TIMEZONE", "UTC")
         self.CONSOLE_ADMIN_EMAIL = os.environ.get("CONSOLE_ADMIN_EMAIL") or None

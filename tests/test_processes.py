@@ -107,6 +107,22 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
         wait_for(healthy, 90, 0.5, message="flask up to be healthy\n" + log_path.read_text())
         output = log_path.read_text()
         assert f"Workflow console: {base}" in output
+
+        # A command in another terminal, without PORT, prints links to this stack.
+        other = {k: v for k, v in env.items() if k != "PORT"}
+        seen = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from console import create_app; print(create_app().config['BASE_URL'])",
+            ],
+            env=other,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert seen.stdout.strip() == base, seen.stderr
         assert re.search(r"Imported \d+ example workflows into the empty database", output)
         password = re.search(r"Log in as admin@localhost with password (\S+)", output).group(1)
         assert (instance / "console.db").exists() and (instance / "redis.sock").exists()
@@ -189,3 +205,4 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
         )
         log.close()
     assert proc.returncode is not None
+    assert not (instance / "base_url").exists()  # a stopped stack is not pointed at
