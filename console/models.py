@@ -7,6 +7,7 @@ Run and step status only change through the functions in ``console.runs``.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -93,6 +94,10 @@ class ApiToken(db.Model):  # type: ignore[name-defined]
         return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
 class Workflow(db.Model):  # type: ignore[name-defined]
     __tablename__ = "workflows"
 
@@ -100,8 +105,9 @@ class Workflow(db.Model):  # type: ignore[name-defined]
     name: Mapped[str] = mapped_column(String(63), unique=True)
     title: Mapped[str] = mapped_column(String(200), default="")
     description: Mapped[str] = mapped_column(Text, default="")
-    # Rotating this nonce changes the webhook URL (its secret is derived from it).
-    webhook_nonce: Mapped[str | None] = mapped_column(String(64))
+    # Rotating this nonce changes the webhook URL (its secret is derived from it). Made with
+    # the workflow, so that reading the URL never writes.
+    webhook_nonce: Mapped[str | None] = mapped_column(String(64), default=new_nonce)
     # The unpublished definition being edited (``"publish": false``), if any.
     draft: Mapped[dict | None] = mapped_column(Json)
     # Incremented by every draft save: a save based on an older revision is refused, so an

@@ -1,9 +1,9 @@
 """Webhook triggers (SPEC §5 ``POST /hooks/<workflow>/<secret>``).
 
 A workflow's webhook secret is never stored: it is an HMAC under the app's secret key of the
-workflow's name and a random nonce kept on the workflow. Rotating the nonce changes the secret,
-so the old URL stops working. The nonce is created the first time an editor needs the URL;
-until then the workflow has no webhook and every secret is refused.
+workflow's name and a random nonce kept on the workflow, made when the workflow is created.
+Rotating the nonce changes the secret, so the old URL stops working. A workflow without a
+nonce (none since migration 0004) has no webhook until it is rotated: every secret is refused.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 
 from flask import current_app
 from sqlalchemy import select, update
 
 from .extensions import db, write_transaction
 from .links import secret_keys
-from .models import Workflow
+from .models import Workflow, new_nonce
 
 
 def _secret_for(name: str, nonce: str, key: str | None = None) -> str:
@@ -27,37 +26,28 @@ def _secret_for(name: str, nonce: str, key: str | None = None) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def _set_nonce(workflow: Workflow, only_if_missing: bool) -> None:
-    # One conditional UPDATE, so two editors opening a new workflow at once get the same URL.
-    stmt = update(Workflow).where(Workflow.id == workflow.id)
-    if only_if_missing:
-        stmt = stmt.where(Workflow.webhook_nonce.is_(None))
-    write_transaction()
-    db.session.execute(
-        stmt.values(webhook_nonce=secrets.token_hex(16)).execution_options(
-            synchronize_session=False
-        )
-    )
-    db.session.commit()
-    db.session.refresh(workflow)
-
-
-def webhook_secret(workflow: Workflow) -> str:
-    """The workflow's current secret, creating its nonce on first use."""
+def webhook_url(workflow: Workflow) -> str | None:
+    """The workflow's webhook URL (a read: it never writes), or None without a nonce."""
     if workflow.webhook_nonce is None:
-        _set_nonce(workflow, only_if_missing=True)
-    assert workflow.webhook_nonce is not None
-    return _secret_for(workflow.name, workflow.webhook_nonce)
-
-
-def webhook_url(workflow: Workflow) -> str:
-    return f"{current_app.config['BASE_URL']}/hooks/{workflow.name}/{webhook_secret(workflow)}"
+        return None
+    secret = _secret_for(workflow.name, workflow.webhook_nonce)
+    return f"{current_app.config['BASE_URL']}/hooks/{workflow.name}/{secret}"
 
 
 def rotate_webhook(workflow: Workflow) -> str:
     """Give the workflow a new secret; the old URL answers 404 from now on."""
-    _set_nonce(workflow, only_if_missing=False)
-    return webhook_url(workflow)
+    write_transaction()
+    db.session.execute(
+        update(Workflow)
+        .where(Workflow.id == workflow.id)
+        .values(webhook_nonce=new_nonce())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    db.session.refresh(workflow)
+    url = webhook_url(workflow)
+    assert url is not None
+    return url
 
 
 def workflow_for_hook(name: str, secret: str) -> Workflow | None:

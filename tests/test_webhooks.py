@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from console.extensions import db
 from console.models import Run, Workflow
@@ -123,10 +123,30 @@ def test_a_wrong_secret_or_unknown_workflow_answers_the_same_404(app, client, si
     assert run_count() == 0
 
 
-def test_a_workflow_without_a_webhook_url_yet_refuses_every_secret(app, client, signup):
+def test_reading_the_url_never_writes_and_a_workflow_without_a_nonce_has_no_webhook(
+    app, client, signup, editor
+):
+    db.session.expire_all()
+    nonce = db.session.scalar(select(Workflow.webhook_nonce).filter_by(name="signup"))
+    assert nonce  # made with the workflow, not by the first read
+    hook_path(editor)
+    db.session.expire_all()
+    assert db.session.scalar(select(Workflow.webhook_nonce).filter_by(name="signup")) == nonce
+
+    # A workflow from before nonces were made with it (none since migration 0004).
+    db.session.execute(update(Workflow).filter_by(name="signup").values(webhook_nonce=None))
+    db.session.commit()
+    shown = editor.get("/api/workflows/signup")
+    assert shown.status_code == 200 and shown.json["webhook_url"] is None
+    db.session.expire_all()
+    assert db.session.scalar(select(Workflow.webhook_nonce).filter_by(name="signup")) is None
     response = client.post("/hooks/signup/anything", json={"email": "ada@example.com"})
-    assert response.status_code == 404
-    assert run_count() == 0
+    assert response.status_code == 404 and run_count() == 0
+    assert (
+        editor.post("/api/workflows/signup/webhook")
+        .json["webhook_url"]
+        .startswith("http://console.test/hooks/signup/")
+    )
 
 
 def test_rotating_invalidates_the_old_url(app, client, signup, editor):

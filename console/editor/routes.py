@@ -142,8 +142,8 @@ def trigger_info(workflow: Workflow, definition: dict[str, Any]) -> dict[str, An
         f"  -d '{json.dumps({'input': example_input(schema)})}'"
     )
     info: dict[str, Any] = {"api": api, "published": latest is not None}
-    if current_user.has_role("editor"):
-        hook = webhook_url(workflow)
+    hook = webhook_url(workflow) if current_user.has_role("editor") else None
+    if hook is not None:
         info["webhook"] = (
             f"curl -X POST {hook} \\\n  -H \"Content-Type: application/json\" \\\n  -d '{body}'"
         )
