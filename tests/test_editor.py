@@ -216,6 +216,20 @@ def test_a_stale_save_is_refused_naming_who_saved(app, editor):
     assert "other@example.com saved this workflow" in editor.page(f"/workflows/{name}")
     assert draft_of(name) is not None  # nothing was published
 
+    # A step someone else deleted since: a conflict to reload for, not "not found".
+    editor.add(name, position=1)
+    seen = editor.revision(name)
+    assert other.post(f"/workflows/{name}/steps/step_2/delete", {"revision": seen}).status_code
+    gone = editor.save(name, "step_2", revision=seen, code=mine)
+    assert gone.status_code == 409
+    assert "There is no step &#39;step_2&#39; any more" in gone.get_data(as_text=True)
+    moved = editor.post(
+        f"/workflows/{name}/steps/step_2/move", {"revision": seen, "direction": "up"}
+    )
+    assert moved.status_code == 409
+    current = editor.revision(name)
+    assert editor.save(name, "nowhere", revision=current, code=mine).status_code == 404
+
 
 def test_a_draft_saved_through_the_api_makes_an_open_editor_stale(app, editor, make_api):
     name = editor.create("Api shared")

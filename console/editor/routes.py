@@ -11,6 +11,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
@@ -67,10 +68,19 @@ def is_htmx() -> bool:
     return bool(request.headers.get("HX-Request"))
 
 
-def step_index(definition: dict[str, Any], step: str) -> int:
+def step_index(definition: dict[str, Any], step: str, workflow: Workflow | None = None) -> int:
     for index, item in enumerate(definition["steps"]):
         if item["name"] == step:
             return index
+    # A step someone else renamed or deleted since this page was drawn: a conflict to reload
+    # for, not a missing page.
+    posted = request.form.get("revision", "")
+    if workflow is not None and posted.isdigit() and int(posted) != workflow.draft_revision:
+        stale = drafts.StaleDraft(
+            workflow.draft_updated_by, workflow.draft_updated_at, workflow.draft_revision
+        )
+        message = f"There is no step {step!r} any more. {stale.message}"
+        abort(make_response(refused(workflow, message)))
     abort(404)
 
 
@@ -279,7 +289,7 @@ def add_step(name: str) -> Any:
 def save_step(name: str, step: str) -> Any:
     workflow = load(name)
     definition = _draft(workflow)
-    index = step_index(definition, step)
+    index = step_index(definition, step, workflow)
     current = definition["steps"][index]
     form = StepForm()
     others = {s["name"] for i, s in enumerate(definition["steps"]) if i != index}
@@ -331,7 +341,7 @@ def delete_step(name: str, step: str) -> Any:
     workflow = load(name)
     form = RevisionForm()
     definition = _draft(workflow)
-    index = step_index(definition, step)
+    index = step_index(definition, step, workflow)
     del definition["steps"][index]
     try:
         _save(workflow, definition, form)
@@ -348,7 +358,7 @@ def move_step(name: str, step: str) -> Any:
     workflow = load(name)
     form = MoveForm()
     definition = _draft(workflow)
-    index = step_index(definition, step)
+    index = step_index(definition, step, workflow)
     target = index - 1 if form.direction.data == "up" else index + 1
     steps = definition["steps"]
     if 0 <= target < len(steps):
@@ -389,7 +399,7 @@ def convert_step(name: str, step: str) -> Any:
     workflow = load(name)
     form = RevisionForm()
     definition = _draft(workflow)
-    index = step_index(definition, step)
+    index = step_index(definition, step, workflow)
     current = definition["steps"][index]
     current.pop("kind", None)
     current.pop("config", None)
