@@ -29,7 +29,7 @@ from console import create_app
 from console.auth import create_user
 from console.definitions import save_workflow
 from console.extensions import db
-from console.ids import ALPHABET
+from console.ids import ALPHABET, time_part
 from console.models import Run, Waitpoint
 from console.tasks import queries
 
@@ -53,12 +53,7 @@ AIM_MS = 100.0  # "well under 100 ms"
 
 def run_id(millis: int, rng: random.Random) -> str:
     """A run id as ``console.ids.new_id`` makes it, for a given creation time."""
-    chars = []
-    value = millis
-    for _ in range(10):
-        value, rem = divmod(value, 32)
-        chars.append(ALPHABET[rem])
-    return "".join(reversed(chars)) + "".join(rng.choice(ALPHABET) for _ in range(16))
+    return time_part(millis) + "".join(rng.choice(ALPHABET) for _ in range(16))
 
 
 def seed(runs: int, rng: random.Random) -> dict[str, Any]:

@@ -17,7 +17,12 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+def time_part(millis: int) -> str:
+    """The first 10 characters of every id made at this millisecond (Unix time)."""
+    return _encode(millis, 10)
+
+
 def new_id() -> str:
     millis = int(time.time() * 1000)
     randomness = int.from_bytes(os.urandom(10), "big")
-    return _encode(millis, 10) + _encode(randomness, 16)
+    return time_part(millis) + _encode(randomness, 16)

@@ -1184,13 +1184,9 @@ BULK_BATCH = 200
 def id_bound(moment: datetime, fill: str) -> str:
     """The smallest (``fill="0"``) or largest (``"z"``) run id created at ``moment``'s
     millisecond: ids are time-ordered (``console.ids``), so a time range is an id range."""
-    from .ids import ALPHABET
+    from .ids import time_part
 
-    value, chars = int(moment.timestamp() * 1000), []
-    for _ in range(10):
-        value, rem = divmod(value, 32)
-        chars.append(ALPHABET[rem])
-    return "".join(reversed(chars)) + fill * 16
+    return time_part(int(moment.timestamp() * 1000)) + fill * 16
 
 
 @dataclass(frozen=True)
