@@ -1,11 +1,12 @@
 """Forms of the users and profile pages (every one carries a CSRF token)."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField, SubmitField
+from wtforms import PasswordField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from ..auth import MIN_PASSWORD_LENGTH
+from ..main.forms import email_field
 from ..models import ROLES
 
 ROLE_CHOICES = [SelectChoice(r, r) for r in ROLES]
@@ -17,15 +18,7 @@ PASSWORD_LENGTH = Length(
 
 
 class CreateUserForm(FlaskForm):
-    # The login form's rule, not an RFC check: admin@localhost must stay possible.
-    email = EmailField(
-        "Email",
-        validators=[
-            DataRequired(),
-            Length(max=254),
-            Regexp(r"^[^@\s]+@[^@\s]+$", message="Enter an email address like name@example.com."),
-        ],
-    )
+    email = email_field()  # the login form's rule: admin@localhost must stay possible
     role = SelectField("Role", choices=ROLE_CHOICES, default="viewer")
     password = PasswordField(
         "Initial password",
