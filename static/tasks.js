@@ -69,12 +69,20 @@
     if (!details || !details.dataset.key || !details.closest("#run-live")) return;
     chosen[details.dataset.key] = !details.open;  // the click is about to toggle it
   });
-  document.addEventListener("htmx:load", function (e) {
-    if (!e.target.querySelectorAll) return;
-    e.target.querySelectorAll("details[data-key]").forEach(function (d) {
+  function keepChoices(root) {
+    var found = Array.prototype.slice.call(root.querySelectorAll("details[data-key]"));
+    if (root.matches("details[data-key]")) found.push(root);
+    found.forEach(function (d) {
       if (Object.prototype.hasOwnProperty.call(chosen, d.dataset.key)) d.open = chosen[d.dataset.key];
     });
-  });
+  }
+  // Applied as the new section enters the page (a mutation observer runs before anything
+  // else can see it; htmx:load would come only after the settle delay).
+  new MutationObserver(function (records) {
+    records.forEach(function (record) {
+      record.addedNodes.forEach(function (node) { if (node.nodeType === 1) keepChoices(node); });
+    });
+  }).observe(document.documentElement, {childList: true, subtree: true});
 
   // After an action the clicked button is gone: move focus to the answer's message.
   document.addEventListener("htmx:afterSwap", function (e) {
