@@ -92,6 +92,8 @@ class Config:
         self.CONSOLE_ENV = os.environ.get("CONSOLE_ENV", "development")
         production = self.CONSOLE_ENV == "production"
         self.SECRET_KEY = secret_key(instance_path, production)
+        # A bulk action over more runs than this is applied by a worker, with live progress.
+        self.BULK_INLINE_MAX = env_int("BULK_INLINE_MAX", 200)
         # Earlier keys, newest first, still accepted after a rotation: sessions (Flask), links
         # and webhook URLs made under them keep working until a key is dropped from here.
         self.SECRET_KEY_FALLBACKS = [

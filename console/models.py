@@ -369,6 +369,29 @@ class ScheduleFire(db.Model):  # type: ignore[name-defined]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class BulkAction(db.Model):  # type: ignore[name-defined]
+    """A bulk pause, resume or cancel too large for one request (``console.bulk``): a worker
+    applies it batch by batch, each run through its own transition, and records its progress
+    here for the page that started it."""
+
+    __tablename__ = "bulk_actions"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    action: Mapped[str] = mapped_column(String(10))
+    # The runs it covers (``runs.RunFilter``'s fields) and how many matched when confirmed.
+    filter: Mapped[dict[str, Any]] = mapped_column(Json)
+    total: Mapped[int] = mapped_column(default=0)
+    # queued, running, completed or failed; each change one conditional UPDATE
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    changed: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class StepTest(db.Model):  # type: ignore[name-defined]
     """One "Test this step" from the editor: executed by a worker from the test queue, never
     by the web process. Suspend, rerun and waits are reported, not performed."""

@@ -99,3 +99,19 @@ def enqueue_step_test(test_id: str) -> None:
         failure_ttl=86400,
         description=f"test step ({test_id})",
     )
+
+
+BULK_JOB = "workers.bulk.run_bulk_action"
+
+
+def enqueue_bulk(bulk_id: str) -> None:
+    """Put a bulk action (``console.bulk``) on the run queue; a worker applies it."""
+    Queue(current_app.config["RUN_QUEUE"], connection=get_redis()).enqueue(
+        BULK_JOB,
+        bulk_id,
+        job_id=f"bulk-{bulk_id}",
+        job_timeout=-1,  # it records its progress; a stalled one is shown as such
+        result_ttl=60,
+        failure_ttl=86400,
+        description=f"bulk action ({bulk_id})",
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -1220,10 +1220,15 @@ class BulkResult:
     skipped: int
 
 
-def bulk_act(action: str, run_filter: RunFilter) -> BulkResult:
+def bulk_act(
+    action: str,
+    run_filter: RunFilter,
+    progress: Callable[[int, int], None] | None = None,
+) -> BulkResult:
     """Pause, resume or cancel every run matching the filter whose status allows it, each
     through its own conditional transition (so a run that moved meanwhile is skipped, never
-    forced), newest first in batches. Runs created after the call began are not touched."""
+    forced), newest first in batches. Runs created after the call began are not touched.
+    ``progress(changed, skipped)`` is called after each batch."""
     single = {"pause": pause_run, "resume": resume_run, "cancel": cancel_run}[action]
     allowed = BULK_FROM[action]
     statuses = [s for s in allowed if not run_filter.statuses or s in run_filter.statuses]
@@ -1247,6 +1252,8 @@ def bulk_act(action: str, run_filter: RunFilter) -> BulkResult:
                 after = before
             moved = after != before and (after == "paused") == (action == "pause")
             changed, skipped = changed + moved, skipped + (not moved)
+        if progress is not None:
+            progress(changed, skipped)
         if len(batch) < BULK_BATCH:
             break
         last = batch[-1][0]

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from console import runs as domain
 from console.auth import create_user
 from console.extensions import db
-from console.models import Run
+from console.models import BulkAction, Run
 from console.tasks import queries
 from console.tasks.queries import PAGE_SIZE
 from console.timeutil import utcnow
@@ -259,6 +259,7 @@ def test_live_poll_answers_only_changed_cards(app, client, operator, define, wor
     assert 'id="status-counts" aria-label="Runs by status" hx-swap-oob="true"' in counted
     assert re.search(r"completed</span> <strong>1</strong>", counted)
     assert re.search(r"pending</span> <strong>0</strong>", counted)
+    assert '<div id="bulk-actions" hx-swap-oob="true">' in counted  # with the counts it states
 
     # The first page of Tasks also asks for runs started since, under its filters.
     newer, _ = domain.start_run(wf, {})
@@ -354,3 +355,46 @@ def test_the_approvals_poll_tells_of_runs_that_started_waiting_since(
     # Later pages of Approvals and the Tasks page do not ask.
     later = client.get(f"/approvals?after=~{first.id}").get_data(as_text=True)
     assert "waiting_since=" not in later and "data-watch" not in later
+
+
+def test_a_large_bulk_action_runs_on_a_worker_with_progress(
+    app, client, operator, define, work, monkeypatch
+):
+    from console import bulk
+
+    monkeypatch.setitem(app.config, "BULK_INLINE_MAX", 2)
+    monkeypatch.setattr(domain, "BULK_BATCH", 2)
+    wf = define("approval", APPROVAL)
+    waiting = [domain.start_run(wf, {})[0].id for _ in range(5)]
+    work(until=lambda: all(status_of(r) == "suspended" for r in waiting))
+
+    form = {"csrf_token": operator, "action": "cancel", "workflow": "approval"}
+    html = client.post("/tasks/bulk", data=form, headers=HX).get_data(as_text=True)
+    assert "Canceling 5 runs in the background; progress below." in html
+    job_id = re.search(r'id="bulk-([0-9a-z]{26})"', html).group(1)
+    assert "0 of 5 done (waiting for a worker)" in html and 'hx-trigger="every 1s"' in html
+    assert {status_of(r) for r in waiting} == {"suspended"}  # the request itself changed none
+    assert f'id="bulk-{job_id}"' in client.get("/tasks").get_data(as_text=True)  # for everyone
+
+    work()  # a worker takes the job from the run queue
+    done = client.get(f"/tasks/bulk/{job_id}", headers=HX).get_data(as_text=True)
+    assert "Canceled 5 runs" in done and "hx-trigger" not in done  # it stops polling
+    assert {status_of(r) for r in waiting} == {"canceled"}
+    db.session.expire_all()
+    job = db.session.get(BulkAction, job_id)
+    assert (job.status, job.total, job.changed, job.skipped) == ("completed", 5, 5, 0)
+    assert bulk.execute(job_id) is None  # a second delivery of the job does nothing
+    assert f'id="bulk-{job_id}"' not in client.get("/tasks").get_data(as_text=True)
+    page = client.get(f"/tasks/bulk/{job_id}")  # without JavaScript: a page of its own
+    assert page.status_code == 200 and "Bulk cancel" in page.get_data(as_text=True)
+
+    # Without JavaScript the confirmed form leads to that page.
+    more = [domain.start_run(wf, {})[0].id for _ in range(3)]
+    plain = client.post("/tasks/bulk", data={**form, "action": "pause", "confirmed": "yes"})
+    assert plain.status_code == 302 and "/tasks/bulk/" in plain.headers["Location"]
+    queued = bulk.get(plain.headers["Location"].rsplit("/", 1)[1])
+    assert (queued.action, queued.status, queued.total) == ("pause", "queued", 3)
+    # The job records progress after every batch (two runs a batch here).
+    seen: list[tuple[int, int]] = []
+    domain.bulk_act("pause", domain.RunFilter(workflow_id=wf.id), lambda *c: seen.append(c))
+    assert seen == [(2, 0), (3, 0)] and {status_of(r) for r in more} == {"paused"}

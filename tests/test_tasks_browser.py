@@ -73,12 +73,17 @@ def test_pause_resume_and_cancel_from_cards(app, live, operator, define):
     expect(badge(page, held.id)).to_contain_text("paused")
     expect(page.locator(f"#run-{held.id} .card-message")).to_contain_text("Paused")
     at_pause = steps_done(held.id)
+    seen = fresh(held.id)
+    seen_at_pause = (seen.status, seen.current_step, seen.updated_at, seen.lease_owner)
     # The step that was running finishes; no next step starts.
     live.until(lambda: fresh(held.id).lease_owner is None, "the worker letting go")
     stopped = steps_done(held.id)
-    assert stopped <= at_pause + 1 and fresh(held.id).status == "paused"
+    assert stopped <= at_pause + 1 and fresh(held.id).status == "paused", (
+        seen_at_pause,
+        live.processes.output(),
+    )
     page.wait_for_timeout(2500)
-    assert steps_done(held.id) == stopped and stopped < 4
+    assert steps_done(held.id) == stopped and stopped < 4, live.processes.output()
 
     # From the keyboard: the actions are real buttons in the tab order.
     page.locator(f"#run-{held.id} .card-title a").focus()
@@ -236,3 +241,30 @@ def test_the_run_page_keeps_what_the_viewer_opened_and_closed(app, live, operato
     # Redrawn since, and still as the viewer left them.
     assert first_output.get_attribute("open") is not None
     assert page.locator('details[data-key="input"]').get_attribute("open") is None
+
+
+@pytest.fixture
+def small_bulk(monkeypatch):
+    """Bulk actions over more than one run go to a worker (set before the live stack starts)."""
+    monkeypatch.setenv("BULK_INLINE_MAX", "1")
+
+
+def test_a_large_bulk_action_shows_its_progress(small_bulk, app, live, operator, define):
+    page = operator
+    wf = define("approval", APPROVAL, title="Approval")
+    waiting = [domain.start_run(wf, {})[0].id for _ in range(3)]
+    live.until(lambda: all(fresh(r).status == "suspended" for r in waiting), "suspended runs")
+    page.goto(live.url("/tasks?workflow=approval"))
+    page.locator("form.bulk").get_by_role("button", name="Cancel 3").click()
+    expect(page.locator("#board .flash")).to_contain_text("Canceling 3 runs in the background")
+    panel = page.locator(".bulk-progress")
+    expect(panel).to_contain_text("Canceled 3 runs", timeout=20_000)  # it polled itself
+    assert {fresh(r).status for r in waiting} == {"canceled"}
+    for run_id in waiting:
+        expect(badge(page, run_id)).to_contain_text("canceled", timeout=10_000)
+    # The bulk buttons follow the counts: nothing is left to pause, resume or cancel.
+    expect(page.locator("#bulk-actions form.bulk")).to_have_count(0, timeout=10_000)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        screenshot(page, f"tasks-bulk-{width}")
+    page.set_viewport_size({"width": 1280, "height": 900})

@@ -8,9 +8,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from .. import bulk as bulk_actions
 from .. import runs as domain
 from ..auth import role
 from ..errors import ConsoleError, NotFound
@@ -23,6 +24,7 @@ RUN_ID_RE = re.compile(r"^[0-9a-z]{26}$")
 ACTIONS = ("pause", "resume", "cancel", "approve", "reject")
 DONE = {"pause": "Paused", "resume": "Resumed", "cancel": "Canceled"}
 VERBS = {"pause": "paused", "resume": "resumed", "cancel": "canceled"}
+ING = {"pause": "Pausing", "resume": "Resuming", "cancel": "Canceling"}
 MAX_POLLED = 200
 
 
@@ -43,6 +45,7 @@ def board_context(f: queries.Filters, before: str | None) -> dict[str, Any]:
         "bulk": queries.bulk_counts(f, counts),
         "workflows": queries.workflow_names(),
         "bulk_form": BulkForm(formdata=None, **f.args()),
+        "bulk_jobs": bulk_actions.unfinished() if can_act() else [],
         "statuses": queries.RUN_STATUSES,
     }
 
@@ -83,7 +86,12 @@ def updates() -> Any:
     if f is not None:  # the first page of Tasks: its counts per status moved too
         counts = queries.status_counts(f)
         context.update(
-            filters=f, counts=counts, total=sum(counts.values()), statuses=queries.RUN_STATUSES
+            filters=f,
+            counts=counts,
+            total=sum(counts.values()),
+            statuses=queries.RUN_STATUSES,
+            bulk=queries.bulk_counts(f, counts),
+            bulk_form=BulkForm(formdata=None, **f.args()),
         )
     return render_template("tasks/_updates.html", **context)
 
@@ -174,7 +182,18 @@ def bulk() -> Any:
         )
     ok, message = False, "Nothing was changed: the filters are not valid."
     if form.validate_on_submit() and not f.problems:
-        result = domain.bulk_act(form.action.data, f.run_filter)
+        action = form.action.data
+        total = queries.bulk_counts(f, queries.status_counts(f)).get(action, 0)
+        if total > current_app.config["BULK_INLINE_MAX"]:  # a worker applies it, with progress
+            job = bulk_actions.start(action, f.run_filter, total, str(current_user.email))
+            if not is_htmx():
+                return redirect(url_for("tasks.bulk_status", bulk_id=job.id))
+            message = f"{ING[action]} {total} runs in the background; progress below."
+            context = board_context(f, None)
+            return render_template(
+                "tasks/_board.html", started=job, message=message, ok=True, **context
+            )
+        result = domain.bulk_act(action, f.run_filter)
         ok = True
         message = f"{DONE[result.action]} {result.changed} run{'s' * (result.changed != 1)}."
         if result.skipped:
@@ -188,10 +207,23 @@ def bulk() -> Any:
     return render_template("tasks/_board.html", message=message, ok=ok, **context)
 
 
+@bp.get("/tasks/bulk/<bulk_id>")
+@role("viewer")
+def bulk_status(bulk_id: str) -> Any:
+    """A bulk action's progress: the panel polls this until the action has finished."""
+    try:
+        job = bulk_actions.get(bulk_id)
+    except NotFound:
+        abort(404)
+    if is_htmx():
+        return render_template("tasks/_bulk_progress.html", job=job)
+    return render_template("tasks/bulk.html", job=job)
+
+
 def can_act() -> bool:
     return bool(current_user.is_authenticated and current_user.has_role("operator"))
 
 
 @bp.app_context_processor
 def tasks_helpers() -> dict[str, Any]:
-    return {"can_act": can_act}
+    return {"can_act": can_act, "bulk_stalled": bulk_actions.stalled}
