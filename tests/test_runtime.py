@@ -553,3 +553,52 @@ def run(ctx):
     assert logs == ["working"]
     stored = db.session.get(Run, run_id)
     assert stored.lease_owner is None and stored.compute_ms > 0
+
+
+@pytest.mark.slow
+def test_a_pause_at_any_moment_lets_at_most_the_running_step_finish(app, define, work):
+    """Pauses land at random moments of a run of short steps (another thread, its own
+    session): every time, at most the step that was executing completes after the pause."""
+    import random
+
+    def done(run_id: str) -> int:
+        db.session.expire_all()
+        count = db.session.scalar(
+            select(func.count())
+            .select_from(StepRun)
+            .where(StepRun.run_id == run_id, StepRun.status == "completed")
+        )
+        db.session.commit()
+        return int(count or 0)
+
+    step_code = "def run(ctx):\n    import time\n    time.sleep(0.1)\n    return 1"
+    wf = define("paused_anywhere", [(f"s{i}", step_code) for i in range(5)])
+    late = []
+    for attempt in range(15):
+        run_id = start(wf)
+        seen: dict[str, int] = {}
+
+        def pause_soon(run_id: str = run_id, seen: dict[str, int] = seen) -> None:
+            with app.app_context():
+                while done(run_id) < 1:
+                    time.sleep(0.005)
+                time.sleep(random.random() * 0.1)
+                domain.pause_run(run_id)
+                seen["at_pause"] = done(run_id)
+
+        pauser = threading.Thread(target=pause_soon)
+        pauser.start()
+
+        def let_go(run_id: str = run_id, seen: dict[str, int] = seen) -> bool:
+            if "at_pause" not in seen:
+                return False
+            db.session.expire_all()
+            owner = db.session.scalar(select(Run.lease_owner).where(Run.id == run_id))
+            db.session.commit()
+            return owner is None  # the worker has stopped at a boundary
+
+        work(timeout=20, until=let_go)
+        pauser.join()
+        if done(run_id) > seen["at_pause"] + 1 or run_status(run_id) != "paused":
+            late.append((attempt, seen["at_pause"], done(run_id), run_status(run_id)))
+    assert late == []
