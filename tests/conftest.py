@@ -334,6 +334,7 @@ def processes(app: Flask, app_env: dict[str, str], tmp_path: Path) -> Iterator[P
 
 
 def run_status(run_id: str) -> str:
+    db.session.commit()  # a read transaction left open (a lazy load) would read an old snapshot
     db.session.expire_all()
     status = db.session.scalar(db.select(Run.status).where(Run.id == run_id))
     db.session.commit()

@@ -69,6 +69,7 @@ def test_two_schedulers_start_exactly_one_run_per_fire(define, processes, redis_
     processes.scheduler()
 
     def fired_and_done() -> bool:
+        db.session.commit()  # end any read transaction first: its snapshot would be old
         db.session.expire_all()
         done = db.session.scalar(
             select(func.count())

@@ -26,13 +26,18 @@ APPROVAL = [
 
 
 def fresh(run_id: str) -> Run:
+    """The run as the database has it now. The session's transaction is ended first: on
+    SQLite a read transaction keeps the snapshot it began with (an attribute loaded lazily,
+    say ``held.id`` after a commit, begins one), so reusing it would read the past."""
+    db.session.commit()
     db.session.expire_all()
     run = db.session.get(Run, run_id)
-    db.session.commit()
-    return run
+    db.session.refresh(run)
+    return run  # loaded; the next helper call ends this read
 
 
 def steps_done(run_id: str) -> int:
+    db.session.commit()  # see fresh()
     db.session.expire_all()
     count = db.session.scalar(
         db.select(db.func.count())
