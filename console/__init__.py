@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 
 from .config import Config
 from .extensions import configure_sqlite, csrf, db, htmx, login_manager, migrate
@@ -70,6 +70,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return (value or "").replace("T", " ").split(".")[0].replace("Z", "") + " UTC"
 
     app.add_template_filter(isoformat, "isoformat")
+
+    @app.after_request
+    def _no_store(response: Any) -> Any:
+        """Pages and answers may carry secrets (a token or password shown once, webhook URLs,
+        links): browsers and proxies keep no copy, so Back after logging out shows nothing.
+        Static files stay cacheable."""
+        if request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
 
     @app.teardown_appcontext
     def _end_session(exc: BaseException | None) -> None:

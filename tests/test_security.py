@@ -153,3 +153,17 @@ def test_tokens_are_stored_hashed(app, make_api):
     row = db.session.scalar(db.select(ApiToken))
     assert token not in (row.token_hash, row.prefix) and row.token_hash == ApiToken.hash(token)
     assert api.get("/api/workflows").status_code == 200
+
+
+def test_pages_and_answers_are_not_stored_but_static_files_are_cacheable(app, client):
+    """A token or password shown once must not stay in a browser's or proxy's cache."""
+    from console.auth import create_user
+    from tests.support import log_in
+
+    create_user("viewer@example.com", "viewer", "s3cret-pass")
+    log_in(client, "viewer@example.com", "s3cret-pass")
+    for path in ("/tasks", "/profile", "/login", "/healthz", "/api/workflows"):
+        assert client.get(path).headers.get("Cache-Control") == "no-store", path
+    static = client.get("/static/console.css")
+    static.close()  # a file response: release its file
+    assert static.status_code == 200 and static.headers.get("Cache-Control") != "no-store"
