@@ -41,6 +41,11 @@ class StaleDraft(Conflict):
         when = f" at {self.at}" if self.at else ""
         super().__init__(f"{self.by} saved this workflow{when}; reload to see their changes")
 
+    @classmethod
+    def of(cls, workflow: Workflow) -> StaleDraft:
+        """The conflict with the workflow's draft as it is now."""
+        return cls(workflow.draft_updated_by, workflow.draft_updated_at, workflow.draft_revision)
+
 
 def empty_definition(name: str, title: str = "") -> dict[str, Any]:
     return {
@@ -105,7 +110,7 @@ def create_workflow(title: str, name: str | None, user: str | None) -> Workflow:
 def _stale(workflow: Workflow) -> StaleDraft:
     db.session.rollback()
     db.session.refresh(workflow)
-    return StaleDraft(workflow.draft_updated_by, workflow.draft_updated_at, workflow.draft_revision)
+    return StaleDraft.of(workflow)
 
 
 def _bump(workflow: Workflow, base_revision: int, user: str | None, **values: Any) -> int:

@@ -48,16 +48,22 @@ def token_hash(token: str) -> str:
 
 
 def links_for(waitpoint_id: str) -> Links:
-    """The waitpoint's links, signed with the key it was made under (one primary-key read)."""
-    from .extensions import db
-    from .models import Waitpoint
-
-    stored = db.session.scalar(select(Waitpoint.resume_hash).where(Waitpoint.id == waitpoint_id))
+    """The waitpoint's links, signed with the key it was made under: with older keys in
+    ``SECRET_KEY_FALLBACKS``, the one whose token matches the stored hash (one primary-key
+    read); with a single key, that key."""
     keys = secret_keys()
-    key = next(
-        (k for k in keys if token_hash(waitpoint_token(waitpoint_id, "resume", k)) == stored),
-        keys[0],
-    )
+    key = keys[0]
+    if len(keys) > 1:
+        from .extensions import db
+        from .models import Waitpoint
+
+        stored = db.session.scalar(
+            select(Waitpoint.resume_hash).where(Waitpoint.id == waitpoint_id)
+        )
+        key = next(
+            (k for k in keys if token_hash(waitpoint_token(waitpoint_id, "resume", k)) == stored),
+            key,
+        )
     base = current_app.config["BASE_URL"]
     return Links(
         resume_url=f"{base}/flow/resume/{waitpoint_token(waitpoint_id, 'resume', key)}",

@@ -78,11 +78,15 @@
   }
   // Applied as the new section enters the page (a mutation observer runs before anything
   // else can see it; htmx:load would come only after the settle delay).
-  new MutationObserver(function (records) {
-    records.forEach(function (record) {
-      record.addedNodes.forEach(function (node) { if (node.nodeType === 1) keepChoices(node); });
-    });
-  }).observe(document.documentElement, {childList: true, subtree: true});
+  document.addEventListener("DOMContentLoaded", function () {
+    var live = document.getElementById("run-live");
+    if (!live) return;  // only the run page redraws sections with <details>
+    new MutationObserver(function (records) {
+      records.forEach(function (record) {
+        record.addedNodes.forEach(function (node) { if (node.nodeType === 1) keepChoices(node); });
+      });
+    }).observe(live.parentNode, {childList: true, subtree: true});
+  });
 
   // After an action the clicked button is gone: move focus to the answer's message.
   document.addEventListener("htmx:afterSwap", function (e) {

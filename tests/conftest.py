@@ -341,6 +341,20 @@ def run_status(run_id: str) -> str:
     return str(status)
 
 
+def steps_completed(run_id: str) -> int:
+    """How many of the run's steps have a completed checkpoint now (see ``run_status``)."""
+    from console.models import StepRun
+
+    db.session.commit()
+    count = db.session.scalar(
+        db.select(db.func.count())
+        .select_from(StepRun)
+        .where(StepRun.run_id == run_id, StepRun.status == "completed")
+    )
+    db.session.commit()
+    return int(count or 0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

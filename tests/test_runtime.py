@@ -13,7 +13,7 @@ from console import runs as domain
 from console.extensions import db
 from console.models import LogLine, Run, StepRun, TaskResult
 from console.timeutil import utcnow
-from tests.conftest import run_status, step
+from tests.conftest import run_status, step, steps_completed
 from workers.jobs import Runner
 
 
@@ -561,16 +561,6 @@ def test_a_pause_at_any_moment_lets_at_most_the_running_step_finish(app, define,
     session): every time, at most the step that was executing completes after the pause."""
     import random
 
-    def done(run_id: str) -> int:
-        db.session.expire_all()
-        count = db.session.scalar(
-            select(func.count())
-            .select_from(StepRun)
-            .where(StepRun.run_id == run_id, StepRun.status == "completed")
-        )
-        db.session.commit()
-        return int(count or 0)
-
     step_code = "def run(ctx):\n    import time\n    time.sleep(0.1)\n    return 1"
     wf = define("paused_anywhere", [(f"s{i}", step_code) for i in range(5)])
     late = []
@@ -580,11 +570,11 @@ def test_a_pause_at_any_moment_lets_at_most_the_running_step_finish(app, define,
 
         def pause_soon(run_id: str = run_id, seen: dict[str, int] = seen) -> None:
             with app.app_context():
-                while done(run_id) < 1:
+                while steps_completed(run_id) < 1:
                     time.sleep(0.005)
                 time.sleep(random.random() * 0.1)
                 domain.pause_run(run_id)
-                seen["at_pause"] = done(run_id)
+                seen["at_pause"] = steps_completed(run_id)
 
         pauser = threading.Thread(target=pause_soon)
         pauser.start()
@@ -599,6 +589,6 @@ def test_a_pause_at_any_moment_lets_at_most_the_running_step_finish(app, define,
 
         work(timeout=20, until=let_go)
         pauser.join()
-        if done(run_id) > seen["at_pause"] + 1 or run_status(run_id) != "paused":
-            late.append((attempt, seen["at_pause"], done(run_id), run_status(run_id)))
+        if steps_completed(run_id) > seen["at_pause"] + 1 or run_status(run_id) != "paused":
+            late.append((attempt, seen["at_pause"], steps_completed(run_id), run_status(run_id)))
     assert late == []

@@ -12,8 +12,8 @@ from playwright.sync_api import expect
 from console import runs as domain
 from console.auth import create_user
 from console.extensions import db
-from console.models import Run, StepRun
-from tests.conftest import browser_log_in, screenshot
+from console.models import Run
+from tests.conftest import browser_log_in, screenshot, steps_completed
 from tests.support import code
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.sqlite_only]
@@ -34,18 +34,6 @@ def fresh(run_id: str) -> Run:
     run = db.session.get(Run, run_id)
     db.session.refresh(run)
     return run  # loaded; the next helper call ends this read
-
-
-def steps_done(run_id: str) -> int:
-    db.session.commit()  # see fresh()
-    db.session.expire_all()
-    count = db.session.scalar(
-        db.select(db.func.count())
-        .select_from(StepRun)
-        .where(StepRun.run_id == run_id, StepRun.status == "completed")
-    )
-    db.session.commit()
-    return int(count or 0)
 
 
 def badge(page, run_id: str):
@@ -73,22 +61,22 @@ def test_pause_resume_and_cancel_from_cards(app, live, operator, define):
     page.goto(live.url("/tasks"))
     expect(badge(page, held.id)).to_contain_text("running", timeout=20_000)  # live update
 
-    live.until(lambda: steps_done(held.id) >= 1, "the first step")
+    live.until(lambda: steps_completed(held.id) >= 1, "the first step")
     page.locator(f"#run-{held.id}").get_by_role("button", name="Pause").click()
     expect(badge(page, held.id)).to_contain_text("paused")
     expect(page.locator(f"#run-{held.id} .card-message")).to_contain_text("Paused")
-    at_pause = steps_done(held.id)
+    at_pause = steps_completed(held.id)
     seen = fresh(held.id)
     seen_at_pause = (seen.status, seen.current_step, seen.updated_at, seen.lease_owner)
     # The step that was running finishes; no next step starts.
     live.until(lambda: fresh(held.id).lease_owner is None, "the worker letting go")
-    stopped = steps_done(held.id)
+    stopped = steps_completed(held.id)
     assert stopped <= at_pause + 1 and fresh(held.id).status == "paused", (
         seen_at_pause,
         live.processes.output(),
     )
     page.wait_for_timeout(2500)
-    assert steps_done(held.id) == stopped and stopped < 4, live.processes.output()
+    assert steps_completed(held.id) == stopped and stopped < 4, live.processes.output()
 
     # From the keyboard: the actions are real buttons in the tab order.
     page.locator(f"#run-{held.id} .card-title a").focus()
@@ -240,7 +228,7 @@ def test_the_run_page_keeps_what_the_viewer_opened_and_closed(app, live, operato
         first_output.locator("summary").click()
     page.locator('details[data-key="input"] summary').click()  # ...and closes the input
     expect(page.locator('details[data-key="input"]')).not_to_have_attribute("open", "")
-    live.until(lambda: steps_done(run.id) >= 3, "two more steps")
+    live.until(lambda: steps_completed(run.id) >= 3, "two more steps")
     expect(page.locator("#step-s2 .badge").first).to_contain_text("completed", timeout=10_000)
     expect(live_section.locator(".run-head .badge").first).not_to_contain_text("pending")
     # Redrawn since, and still as the viewer left them.

@@ -76,10 +76,7 @@ def step_index(definition: dict[str, Any], step: str, workflow: Workflow | None 
     # for, not a missing page.
     posted = request.form.get("revision", "")
     if workflow is not None and posted.isdigit() and int(posted) != workflow.draft_revision:
-        stale = drafts.StaleDraft(
-            workflow.draft_updated_by, workflow.draft_updated_at, workflow.draft_revision
-        )
-        message = f"There is no step {step!r} any more. {stale.message}"
+        message = f"There is no step {step!r} any more. {drafts.StaleDraft.of(workflow).message}"
         abort(make_response(refused(workflow, message)))
     abort(404)
 
@@ -284,16 +281,21 @@ def add_step(name: str) -> Any:
     return pipeline_response(workflow, focus=f"#step-{step['name']} [name=name]")
 
 
+def posted_card(workflow: Workflow, step: str, form: StepForm) -> tuple[dict[str, Any], int, Any]:
+    """The draft, the step's index, and ``read_card``'s reading of the posted card (the step
+    as the person has it on the page, saved or not)."""
+    definition = _draft(workflow)
+    index = step_index(definition, step, workflow)
+    others = {s["name"] for i, s in enumerate(definition["steps"]) if i != index}
+    return definition, index, read_card(form, definition["steps"][index], request.form, others)
+
+
 @bp.post("/workflows/<name>/steps/<step>")
 @role("editor")
 def save_step(name: str, step: str) -> Any:
     workflow = load(name)
-    definition = _draft(workflow)
-    index = step_index(definition, step, workflow)
-    current = definition["steps"][index]
     form = StepForm()
-    others = {s["name"] for i, s in enumerate(definition["steps"]) if i != index}
-    new, errors, code_error, config_form = read_card(form, current, request.form, others)
+    definition, index, (new, errors, code_error, config_form) = posted_card(workflow, step, form)
     card = Card(
         step=new,
         name=step,
@@ -418,14 +420,10 @@ def convert_step(name: str, step: str) -> Any:
 def test_step(name: str, step: str) -> Any:
     """Test the step as the card shows it now (saved or not) on a worker."""
     workflow = load(name)
-    definition = _draft(workflow)
-    index = step_index(definition, step)
     test_form = TestForm()
     sample = test_form.parsed()
-    others = {s["name"] for i, s in enumerate(definition["steps"]) if i != index}
-    new, errors, code_error, config_form = read_card(
-        StepForm(), definition["steps"][index], request.form, others
-    )
+    definition, index, card = posted_card(workflow, step, StepForm())
+    new, errors, code_error, config_form = card
     problems = [m for f in (config_form or []) for m in f.errors]
     problems += [m for key, ms in errors.items() if key != "csrf_token" for m in ms]
     if code_error:
