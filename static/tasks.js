@@ -76,8 +76,8 @@
       if (Object.prototype.hasOwnProperty.call(chosen, d.dataset.key)) d.open = chosen[d.dataset.key];
     });
   }
-  // Applied as the new section enters the page (a mutation observer runs before anything
-  // else can see it; htmx:load would come only after the settle delay).
+  // Applied as the new section enters the page: a mutation observer runs before anything
+  // else can see it, whatever htmx's settle delay (base.html sets it to 0).
   document.addEventListener("DOMContentLoaded", function () {
     var live = document.getElementById("run-live");
     if (!live) return;  // only the run page redraws sections with <details>

@@ -50,6 +50,8 @@ def test_build_test_publish_run_and_approve(app, live, page):
     add_step(page, 0, "Python code")
     first = page.locator("#step-step_1")
     first.wait_for()
+    # Wired as it arrives: no moment where the card is there and its code editor is not.
+    assert first.locator(".CodeMirror").count() == 1
     type_code(
         page,
         first,
