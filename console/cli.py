@@ -24,6 +24,7 @@ from .definitions import export_definition, normalise, save_workflow
 from .errors import ConsoleError, ValidationFailed
 from .extensions import db
 from .models import ROLES, TERMINAL, User, Workflow
+from .redis_server import embedded_running, stop_embedded
 from .serialize import run_detail, workflow_summary
 
 users_cli = AppGroup("users", help="Manage console users.")
@@ -354,6 +355,9 @@ def up(host: str, worker_count: int) -> None:
     base = (os.environ.get("BASE_URL", "").strip() or f"http://127.0.0.1:{port}").rstrip("/")
     app.config["BASE_URL"] = base
     upgrade()
+    # An embedded Redis that this command starts is stopped with it; one already running
+    # (another command's) is left alone.
+    owns_redis = not app.config.get("REDIS_URL") and not embedded_running(app.instance_path)
     url = redis_url()
     login = ensure_admin()
     try:
@@ -400,6 +404,9 @@ def up(host: str, worker_count: int) -> None:
         supervisor.run()
     finally:
         stack_url.unlink(missing_ok=True)
+        if owns_redis:
+            stop_embedded(app.instance_path)
+            click.echo("Stopped the embedded Redis; its data stays in the instance folder.")
 
 
 class Supervisor:

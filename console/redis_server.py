@@ -44,6 +44,10 @@ def _ping(sock: Path) -> bool:
         return False
 
 
+def embedded_running(instance_path: str) -> bool:
+    return _ping(socket_path(instance_path))
+
+
 def ensure_embedded(instance_path: str, timeout: float = 15.0) -> str:
     """Return the URL of the project's embedded Redis, starting the server if needed."""
     instance = Path(instance_path).resolve()

@@ -230,6 +230,7 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        redis_left = (instance / "redis.pid").exists()
         subprocess.run(
             [
                 sys.executable,
@@ -243,3 +244,7 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
         log.close()
     assert proc.returncode is not None
     assert not (instance / "base_url").exists()  # a stopped stack is not pointed at
+    # The embedded Redis that `flask up` started stops with it (its data stays).
+    assert not redis_left, log_path.read_text()
+    assert "Stopped the embedded Redis" in log_path.read_text()
+    assert (instance / "redis.aof").exists() or (instance / "appendonlydir").exists()
