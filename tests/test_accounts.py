@@ -68,10 +68,11 @@ def test_admin_creates_users_with_a_given_or_a_generated_password(app, client, a
     generated = client.post(
         "/users", data={"email": "op@example.com", "role": "operator", "csrf_token": admin}
     )
-    assert generated.status_code == 200
-    password = shown_secret(generated.get_data(as_text=True))
+    # Answered with a redirect: reloading the page that shows the password never posts again.
+    assert generated.status_code == 303 and generated.location.endswith("/users")
+    password = shown_secret(client.get("/users").get_data(as_text=True))
     assert user_named("op@example.com").check_password(password)
-    # Shown once: the list does not show it again, and only its hash is stored.
+    # Shown once: a reload does not show it again, and only its hash is stored.
     assert password not in client.get("/users").get_data(as_text=True)
     assert password not in user_named("op@example.com").password_hash
 
@@ -120,8 +121,8 @@ def test_admin_changes_roles_deactivates_reactivates_and_resets_passwords(
     assert app.test_client().get("/api/workflows", headers=bearer).status_code == 200
 
     reset = client.post(f"/users/{ann.id}/password", data={"csrf_token": admin})
-    assert reset.status_code == 200
-    new_password = shown_secret(reset.get_data(as_text=True))
+    assert reset.status_code == 303
+    new_password = shown_secret(client.get("/users").get_data(as_text=True))
     assert not user_named("ann@example.com").check_password(PASSWORD)
     second_client(app, "ann@example.com", new_password)
 
@@ -196,8 +197,8 @@ def test_a_token_made_on_the_profile_page_works_until_revoked(app, client) -> No
     create_user("dev@example.com", "operator", PASSWORD)
     csrf = log_in(client, "dev@example.com", PASSWORD)
     made = client.post("/profile/tokens", data={"name": "deploy script", "csrf_token": csrf})
-    assert made.status_code == 201
-    html = made.get_data(as_text=True)
+    assert made.status_code == 303 and made.location.endswith("/profile")
+    html = client.get("/profile").get_data(as_text=True)
     token = shown_secret(html)
     assert token.startswith("wfc_")
     assert f"Authorization: Bearer {token}" in html.replace("&#34;", '"').replace("&quot;", '"')
@@ -231,6 +232,36 @@ def test_a_token_made_on_the_profile_page_works_until_revoked(app, client) -> No
     )
 
     assert client.post("/profile/tokens", data={"name": "", "csrf_token": csrf}).status_code == 422
+
+
+def test_a_secret_crosses_its_redirect_split_and_once(app, client, redis_conn) -> None:
+    """The redirect after a POST carries a token in two halves (a pad in the session, the
+    token XOR the pad in Redis) that the next page joins once; without Redis the POST's own
+    answer shows it."""
+    create_user("dev@example.com", "operator", PASSWORD)
+    csrf = log_in(client, "dev@example.com", PASSWORD)
+    assert client.post("/profile/tokens", data={"name": "a", "csrf_token": csrf}).status_code == 303
+    with client.session_transaction() as held:
+        half = held["shown_once"]
+    (key,) = redis_conn.keys("console:shown-once:*")
+    assert 0 < redis_conn.ttl(key) <= 300
+    cipher = redis_conn.get(key)
+    token = shown_secret(client.get("/profile").get_data(as_text=True))
+    assert token.startswith("wfc_") and len(cipher) == len(token)
+    assert token.encode() not in cipher and token not in str(half)
+    pad = bytes.fromhex(half["pad"])
+    assert bytes(a ^ b for a, b in zip(cipher, pad, strict=True)) == token.encode()
+    # Joined once: both halves are gone, a reload shows no secret.
+    assert redis_conn.keys("console:shown-once:*") == []
+    with client.session_transaction() as held:
+        assert "shown_once" not in held
+    assert 'id="secret-value"' not in client.get("/profile").get_data(as_text=True)
+
+    # Redis unreachable: the token is still shown, by the POST's answer.
+    app.config["REDIS_URL"] = "redis://127.0.0.1:1/0"
+    made = client.post("/profile/tokens", data={"name": "b", "csrf_token": csrf})
+    assert made.status_code == 201
+    assert shown_secret(made.get_data(as_text=True)).startswith("wfc_")
 
 
 def test_changing_the_password_needs_the_current_one(app, client) -> None:
@@ -332,10 +363,14 @@ def test_screenshots_of_the_users_and_profile_pages(app, live, page) -> None:
     page.get_by_role("button", name="Create token").click()
     token = page.locator("#secret-value").inner_text().strip()
     assert token.startswith("wfc_")
-    page.goto(live.url("/profile"))
+    # A reload asks nothing and creates nothing: the secret was shown once.
+    page.reload()
+    assert page.locator("#secret-value").count() == 0
+    revoke = page.get_by_role("button", name=re.compile("Revoke the token deploy script"))
+    assert revoke.count() == 1
     page.get_by_label("Token name").fill("laptop")
     page.get_by_role("button", name="Create token").click()
-    page.get_by_role("button", name=re.compile("Revoke the token deploy script")).click()
+    revoke.click()
     page.get_by_label("Token name").fill("ci")
     page.get_by_role("button", name="Create token").click()
     for width in (1280, 390):

@@ -27,7 +27,7 @@ from ..auth import (
 from ..extensions import db
 from ..main.forms import EmptyForm
 from ..models import ApiToken, User
-from . import bp
+from . import bp, shown_once
 from .forms import CreateUserForm, PasswordForm, RoleForm, TokenForm
 
 
@@ -53,7 +53,14 @@ def users_page(form: CreateUserForm | None = None, secret: dict[str, str] | None
 @bp.get("/users")
 @role("admin")
 def users() -> Any:
-    return users_page()
+    return users_page(secret=shown_once.take("password"))
+
+
+def show_password(email: str, password: str) -> Any:
+    """Redirect to the users page that shows the new password once (see ``shown_once``)."""
+    if shown_once.keep("password", password, **{"for": email}):
+        return redirect(url_for("accounts.users"), 303)
+    return users_page(secret={"for": email, "value": password})
 
 
 @bp.post("/users")
@@ -70,7 +77,7 @@ def create() -> Any:
     if form.password.data:
         flash(f"Created {user.email} ({user.role}).")
         return redirect(url_for("accounts.users"))
-    return users_page(secret={"for": user.email, "what": "password", "value": password})
+    return show_password(user.email, password)
 
 
 @bp.post("/users/<int:user_id>/role")
@@ -117,7 +124,7 @@ def reset(user_id: int) -> Any:
     if not EmptyForm().validate_on_submit():
         return redirect(url_for("accounts.users"))
     password = reset_password(user)
-    return users_page(secret={"for": user.email, "what": "password", "value": password})
+    return show_password(user.email, password)
 
 
 # ------------------------------------------------------------------------------ profile
@@ -144,7 +151,8 @@ def profile_page(
 @bp.get("/profile")
 @role("viewer")
 def profile() -> Any:
-    return profile_page()
+    held = shown_once.take("token")
+    return profile_page(new_token=held["value"] if held else None)
 
 
 @bp.post("/profile/password")
@@ -169,6 +177,8 @@ def create_api_token() -> Any:
     if not form.validate_on_submit():
         return profile_page(token_form=form), 422
     token = create_token(current_user, form.name.data.strip())
+    if shown_once.keep("token", token):
+        return redirect(url_for("accounts.profile"), 303)
     return profile_page(new_token=token), 201
 
 
