@@ -218,6 +218,20 @@ def test_output_schema_is_checked_when_the_run_ends(app, define, work, api):
     ok_id = start(wf2)
     work()
     assert detail(api, ok_id)["status"] == "completed"
+    # A run ended early by ctx.flow.exit is checked too; its remaining steps are skipped.
+    wf3 = define(
+        "typed_exit",
+        [
+            ("stop", "def run(ctx):\n    ctx.flow.exit('nothing to add up')"),
+            ("calc", "def run(ctx):\n    return {'total': 3}"),
+        ],
+        output_schema=schema,
+    )
+    exit_id = start(wf3)
+    work()
+    run = detail(api, exit_id)
+    assert run["status"] == "failed" and "output schema" in run["error"]
+    assert [s["status"] for s in run["steps"]] == ["completed", "skipped"]
 
 
 def test_flow_exit_completes_and_skips_the_rest(app, define, work, api, tmp_path):

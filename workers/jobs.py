@@ -406,8 +406,7 @@ class Runner:
                     for i, s in enumerate(steps)
                     if i > position and s["name"] not in rows
                 ]
-                domain.finish_run(claim, "completed", output=output, skipped=skipped)
-                return "completed", False
+                return self.finish(claim, definition, output, skipped), False
             last = position == len(steps) - 1
             if not last and not domain.continue_after_boundary(claim, status):
                 return self._after_release(claim)
@@ -456,7 +455,16 @@ class Runner:
         status = domain.record_step_failed(claim, outcome, retry_at, logs)
         return kept_if_canceled(status, claim, outcome, logs)
 
-    def finish(self, claim: domain.Claim, definition: dict[str, Any], output: Any) -> str | None:
+    def finish(
+        self,
+        claim: domain.Claim,
+        definition: dict[str, Any],
+        output: Any,
+        skipped: list[tuple[int, str]] | None = None,
+    ) -> str | None:
+        """End the run with its output, checked against the output schema (also after
+        ``ctx.flow.exit``, whose remaining steps are ``skipped``)."""
+        skipped = skipped or []
         schema = definition.get("output_schema")
         if schema:
             validator = Draft202012Validator(
@@ -468,7 +476,9 @@ class Runner:
             ]
             if problems:
                 error = "The run's output does not match the output schema:\n" + "\n".join(problems)
-                ok = domain.finish_run(claim, "failed", output=output, error=error)
+                ok = domain.finish_run(
+                    claim, "failed", output=output, error=error, skipped=skipped
+                )
                 return "failed" if ok else None
-        ok = domain.finish_run(claim, "completed", output=output)
+        ok = domain.finish_run(claim, "completed", output=output, skipped=skipped)
         return "completed" if ok else None
