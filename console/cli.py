@@ -18,7 +18,7 @@ from flask.cli import AppGroup
 from sqlalchemy import func, select
 
 from . import runs as domain
-from .auth import create_token, create_user
+from .auth import create_token, create_user, reset_password
 from .config import STACK_URL_FILE
 from .definitions import export_definition, normalise, save_workflow
 from .errors import ConsoleError, ValidationFailed
@@ -72,6 +72,18 @@ def users_create(email: str, role_name: str, password: str | None) -> None:
     click.echo(f"Created {user.email} ({user.role}).")
     if password is None:
         click.echo(f"Password: {password_used}")
+
+
+@users_cli.command("password")
+@click.argument("email")
+def users_password(email: str) -> None:
+    """Give EMAIL a new generated password and print it (for a lost one)."""
+    user = db.session.scalar(select(User).filter_by(email=email.strip().lower()))
+    if user is None:
+        fail(ValueError(f"no user with email {email}"))
+    password = reset_password(user)
+    click.echo(f"New password for {user.email} ({user.role}); it is shown only once:")
+    click.echo(password)
 
 
 @users_cli.command("ensure-admin")
@@ -340,6 +352,13 @@ def ensure_admin() -> str | None:
     )
 
 
+def how_to_log_in() -> str:
+    """What ``flask up`` prints: the first admin's password once, then how to get in."""
+    return ensure_admin() or (
+        "Log in with your account. A lost password: flask users password EMAIL prints a new one."
+    )
+
+
 @click.command("up")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--workers", "worker_count", default=1, show_default=True)
@@ -359,7 +378,7 @@ def up(host: str, worker_count: int) -> None:
     # (another command's) is left alone.
     owns_redis = not app.config.get("REDIS_URL") and not embedded_running(app.instance_path)
     url = redis_url()
-    login = ensure_admin()
+    login = how_to_log_in()
     try:
         examples = import_examples()
     except ConsoleError as exc:
@@ -387,8 +406,7 @@ def up(host: str, worker_count: int) -> None:
         commands[f"worker.{i + 1}"] = flask + ["worker"]
     supervisor = Supervisor(commands, env)
     click.echo(f"Workflow console: {app.config['BASE_URL']}")
-    if login:
-        click.echo(login)
+    click.echo(login)
     if examples:
         click.echo(
             f"Imported {len(examples)} example workflows into the empty database "

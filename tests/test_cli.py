@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from console.extensions import db
 from console.models import User
@@ -106,6 +106,36 @@ def test_users_create_generates_and_prints_a_password(runner, client):
     assert len(password) >= 12
     log_in(client, "bob@example.com", password)
     assert client.get("/api/runs").status_code == 200
+
+
+def test_users_password_prints_a_new_one_that_logs_in(runner, client, app):
+    assert (
+        invoke(runner, "users", "create", "ann@example.com", "--password", "old-pass1").exit_code
+        == 0
+    )
+    result = invoke(runner, "users", "password", "Ann@Example.com")
+    assert result.exit_code == 0, result.output
+    heading, password = result.stdout.splitlines()
+    assert heading == "New password for ann@example.com (viewer); it is shown only once:"
+    log_in(client, "ann@example.com", password)
+    assert client.get("/api/runs").status_code == 200
+    with app.app_context(), pytest.raises(AssertionError, match="Wrong email or password"):
+        log_in(app.test_client(), "ann@example.com", "old-pass1")  # the old one no longer works
+    missing = invoke(runner, "users", "password", "nobody@example.com")
+    assert (
+        missing.exit_code == 1
+        and missing.stderr == "Error: no user with email nobody@example.com\n"
+    )
+
+
+def test_flask_up_says_how_to_log_in_every_time(app):
+    from console.cli import how_to_log_in
+
+    first = how_to_log_in()
+    assert first.startswith("Log in as admin@localhost with password ")
+    again = how_to_log_in()
+    assert "flask users password EMAIL" in again
+    assert db.session.scalar(select(func.count()).select_from(User)) == 1
 
 
 def test_users_create_refuses_a_duplicate(runner):

@@ -476,9 +476,7 @@ class Runner:
             ]
             if problems:
                 error = "The run's output does not match the output schema:\n" + "\n".join(problems)
-                ok = domain.finish_run(
-                    claim, "failed", output=output, error=error, skipped=skipped
-                )
+                ok = domain.finish_run(claim, "failed", output=output, error=error, skipped=skipped)
                 return "failed" if ok else None
         ok = domain.finish_run(claim, "completed", output=output, skipped=skipped)
         return "completed" if ok else None
