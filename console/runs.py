@@ -1121,6 +1121,8 @@ def act_on_waitpoint(waitpoint_id: str, run_id: str, action: str, payload: Any) 
         return LinkAnswer(run.id, f"already_{target}", run.status, 200, target)
     if state in ("resumed", "canceled"):
         return LinkAnswer(run.id, "conflict", run.status, 409, str(state))
+    if state == "open":  # past its deadline, not yet recorded as such by the reconciler
+        state = "timed_out" if run.status not in TERMINAL else "closed"
     return LinkAnswer(run.id, "gone", run.status, 410, str(state))
 
 

@@ -408,6 +408,7 @@ def test_an_expired_wait_answers_410_and_then_times_out(app, define, api, work, 
         gone = client.post(path, json={"late": True})
         assert gone.status_code == 410, gone.json
         assert gone.json["run"] == run_id and "over" in gone.json["error"]
+        assert gone.json["outcome"] == "timed_out"  # as it will be recorded
     assert status_of(run_id) == "suspended" and queued_jobs(app, run_id) == []
     assert waitpoint_states(run_id) == ["open"]
 
