@@ -14,6 +14,7 @@ from console import runs as domain
 from console.auth import create_user
 from console.extensions import db
 from console.models import BulkAction, Run
+from console.serialize import run_detail
 from console.tasks import queries
 from console.tasks.queries import PAGE_SIZE
 from console.timeutil import utcnow
@@ -327,6 +328,19 @@ def test_run_page_tells_the_story(app, client, operator, define, work):
     assert replayed.count("replayed from checkpoint") == 3 and "Replays</dt><dd>1 " in replayed
     assert "act-" not in replayed  # a completed run allows no action
     assert client.get(f"/runs/{'0' * 26}").status_code == 404
+
+    # Canceled while waiting: the steps it never reached say so (the API says pending).
+    other, _ = domain.start_run(wf, {"who": "bo"})
+    work(until=lambda: status_of(other.id) == "suspended")
+    page = client.get(f"/runs/{other.id}").get_data(as_text=True)
+    assert "not run" not in page and "ended before this step" not in page  # "last" may still run
+    domain.cancel_run(other.id)
+    page = client.get(f"/runs/{other.id}").get_data(as_text=True)
+    last = page[page.index('id="step-last"') :]
+    assert "not run" in last[: last.index("</li>")] and page.count("not run") == 1
+    assert page.count("The run ended before this step.") == 1
+    db.session.expire_all()
+    assert run_detail(domain.get_run(other.id))["steps"][2]["status"] == "pending"
 
 
 def test_the_approvals_poll_tells_of_runs_that_started_waiting_since(
