@@ -198,7 +198,7 @@ def change_password(user: User, current: str, new: str) -> None:
 
 
 def revoke_token(user: User, token_id: int) -> ApiToken:
-    """Revoke one of the user's own tokens (revoking a revoked token changes nothing)."""
+    """Revoke one of the user's tokens (revoking a revoked token changes nothing)."""
     write_transaction()
     token = db.session.scalar(select(ApiToken).filter_by(id=token_id, user_id=user.id))
     if token is None:

@@ -7,9 +7,10 @@ import re
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
-from console.auth import create_token, create_user
+from console.auth import create_token, create_user, revoke_token
 from console.extensions import db
 from console.models import ApiToken, User
 from tests.conftest import browser_log_in, screenshot
@@ -177,6 +178,7 @@ def test_non_admins_get_403_on_every_users_route(app, client, role) -> None:
         (f"/users/{target.id}/deactivate", {}),
         (f"/users/{target.id}/reactivate", {}),
         (f"/users/{target.id}/password", {}),
+        (f"/users/{target.id}/tokens/1/revoke", {}),
     ):
         assert client.post(path, data={**data, "csrf_token": token}).status_code == 403, path
     assert user_named("someone@example.com").role == role
@@ -264,6 +266,38 @@ def test_a_secret_crosses_its_redirect_split_and_once(app, client, redis_conn) -
     assert shown_secret(made.get_data(as_text=True)).startswith("wfc_")
 
 
+def test_admins_see_and_revoke_the_tokens_of_every_user(app, client, admin) -> None:
+    create_user("dev@example.com", "operator", PASSWORD)
+    dev = user_named("dev@example.com")
+    secret = create_token(dev, "laptop")
+    kept = create_token(dev, "ci")
+    gone = create_token(dev, "old")
+    revoke_token(dev, db.session.scalar(select(ApiToken.id).filter_by(name="old")))
+    page = client.get("/users").get_data(as_text=True)
+    entry = page[page.index(f'id="user-{dev.id}"') :]
+    entry = entry.split('<li class="user', 1)[0]  # up to the next user (root@…)
+    assert "API tokens <small>(2 active)</small>" in entry
+    assert secret[:12] in entry and kept[:12] in entry and gone[:12] not in entry
+    assert secret not in page  # only the prefix is shown
+    assert "No active API tokens." in page  # the admin has none
+
+    laptop = db.session.scalar(select(ApiToken.id).filter_by(name="laptop"))
+    api = app.test_client()
+    assert api.get("/api/runs", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    answer = client.post(f"/users/{dev.id}/tokens/{laptop}/revoke", data={"csrf_token": admin})
+    assert answer.status_code == 302
+    assert "of dev@example.com is revoked" in client.get("/users").get_data(as_text=True)
+    assert api.get("/api/runs", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    assert api.get("/api/runs", headers={"Authorization": f"Bearer {kept}"}).status_code == 200
+    # A token is revoked only through its owner's entry.
+    root = user_named("root@example.com")
+    ci = db.session.scalar(select(ApiToken.id).filter_by(name="ci"))
+    wrong = client.post(f"/users/{root.id}/tokens/{ci}/revoke", data={"csrf_token": admin})
+    assert wrong.status_code == 404
+    assert client.post(f"/users/{dev.id}/tokens/{ci}/revoke").status_code == 400  # no CSRF
+    assert api.get("/api/runs", headers={"Authorization": f"Bearer {kept}"}).status_code == 200
+
+
 def test_changing_the_password_needs_the_current_one(app, client) -> None:
     create_user("dev@example.com", "viewer", PASSWORD)
     csrf = log_in(client, "dev@example.com", PASSWORD)
@@ -343,6 +377,7 @@ def test_screenshots_of_the_users_and_profile_pages(app, live, page) -> None:
     create_user("admin@example.com", "admin", PASSWORD)
     create_user("editor@example.com", "editor", PASSWORD)
     create_user("a-rather-long-address.for-wrapping@subdomain.example.com", "viewer", PASSWORD)
+    create_token(user_named("editor@example.com"), "deploy")
     gone, _ = create_user("former@example.com", "operator", PASSWORD)
     gone.active = False
     db.session.commit()
@@ -353,6 +388,9 @@ def test_screenshots_of_the_users_and_profile_pages(app, live, page) -> None:
     page.get_by_label("Role", exact=True).select_option("operator")
     page.get_by_role("button", name="Create user").click()
     assert page.locator("#secret-value").inner_text().strip()
+    page.wait_for_load_state()
+    page.locator("details.user-tokens summary").click()  # the editor's tokens, opened
+    expect(page.get_by_role("button", name="Revoke the token deploy (")).to_be_visible()
     for width in (1280, 390):
         page.set_viewport_size({"width": width, "height": 900})
         assert_fits(page, width)

@@ -40,9 +40,14 @@ def get_user(user_id: int) -> User:
 
 def users_page(form: CreateUserForm | None = None, secret: dict[str, str] | None = None) -> Any:
     users = db.session.scalars(select(User).order_by(User.email)).all()
+    tokens: dict[int, list[ApiToken]] = {}
+    active = select(ApiToken).where(ApiToken.revoked_at.is_(None)).order_by(ApiToken.id.desc())
+    for token in db.session.scalars(active):
+        tokens.setdefault(token.user_id, []).append(token)
     return render_template(
         "accounts/users.html",
         users=users,
+        tokens=tokens,
         form=form or CreateUserForm(formdata=None),
         role_forms={u.id: RoleForm(formdata=None, role=u.role) for u in users},
         action_form=EmptyForm(formdata=None),
@@ -125,6 +130,19 @@ def reset(user_id: int) -> Any:
         return redirect(url_for("accounts.users"))
     password = reset_password(user)
     return show_password(user.email, password)
+
+
+@bp.post("/users/<int:user_id>/tokens/<int:token_id>/revoke")
+@role("admin")
+def revoke_user_token(user_id: int, token_id: int) -> Any:
+    user = get_user(user_id)
+    if EmptyForm().validate_on_submit():
+        try:
+            token = revoke_token(user, token_id)
+        except AccountError:
+            abort(404)
+        flash(f"Token “{token.name}” ({token.prefix}…) of {user.email} is revoked.")
+    return redirect(url_for("accounts.users"))
 
 
 # ------------------------------------------------------------------------------ profile
