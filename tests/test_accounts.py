@@ -406,11 +406,17 @@ def test_screenshots_of_the_users_and_profile_pages(app, live, page) -> None:
     assert page.locator("#secret-value").count() == 0
     revoke = page.get_by_role("button", name=re.compile("Revoke the token deploy script"))
     assert revoke.count() == 1
+    # Each form posts and redirects: wait for the page it leads to before the next action
+    # (a click on the old page would race the navigation).
     page.get_by_label("Token name").fill("laptop")
     page.get_by_role("button", name="Create token").click()
+    page.locator("#secret-value").wait_for()
     revoke.click()
+    page.get_by_text("is revoked").wait_for()
     page.get_by_label("Token name").fill("ci")
     page.get_by_role("button", name="Create token").click()
+    page.locator("#secret-value").wait_for()
+    page.wait_for_load_state()
     for width in (1280, 390):
         page.set_viewport_size({"width": width, "height": 900})
         assert_fits(page, width)
