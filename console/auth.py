@@ -113,7 +113,9 @@ def create_user(
     # The login form takes "name@host" (admin@localhost included); refuse what it cannot.
     if not EMAIL_RE.match(email) or len(email) > 254:
         raise ValueError(f"{email!r} is not an email address (name@example.com)")
+    write_transaction()  # the check and the insert under one write lock
     if db.session.scalar(select(User).filter_by(email=email)) is not None:
+        db.session.rollback()
         raise ValueError(f"a user with email {email} already exists")
     password = password or secrets.token_urlsafe(12)
     user = User(email=email, role=role_name)
@@ -125,6 +127,7 @@ def create_user(
 
 def create_token(user: User, name: str = "") -> str:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    write_transaction()
     db.session.add(
         ApiToken(user=user, name=name, prefix=token[:12], token_hash=ApiToken.hash(token))
     )
@@ -136,7 +139,8 @@ def create_token(user: User, name: str = "") -> str:
 #
 # The users and profile pages call these; each takes the write lock first (SQLite) or locks
 # the admins' rows (PostgreSQL), so two admins demoting each other at once cannot leave the
-# console without an active admin.
+# console without an active admin. On SQLite a transaction that reads and then writes without
+# that lock fails with "database is locked" when another process wrote in between.
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -146,8 +150,8 @@ class AccountError(ValueError):
 
 
 def _lock_admins() -> int:
-    """The number of active admins, counted under a lock held until the commit."""
-    write_transaction()
+    """The number of active admins, counted under a lock held until the commit (inside a
+    write transaction)."""
     query = select(User.id).filter_by(role="admin", active=True)
     if db.session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
@@ -155,6 +159,8 @@ def _lock_admins() -> int:
 
 
 def _keep_an_admin(user: User, role_name: str, active: bool) -> None:
+    """Start the change's write transaction; refuse one that leaves no active admin."""
+    write_transaction()
     if role_name == "admin" and active:
         return
     admins = _lock_admins()  # the user's row is read again under the lock

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from console.auth import create_token, create_user, revoke_token
+from console.auth import create_token, create_user, revoke_token, set_active
 from console.extensions import db
 from console.models import ApiToken, User
 from tests.conftest import browser_log_in, screenshot
@@ -379,8 +379,7 @@ def test_screenshots_of_the_users_and_profile_pages(app, live, page) -> None:
     create_user("a-rather-long-address.for-wrapping@subdomain.example.com", "viewer", PASSWORD)
     create_token(user_named("editor@example.com"), "deploy")
     gone, _ = create_user("former@example.com", "operator", PASSWORD)
-    gone.active = False
-    db.session.commit()
+    set_active(gone, False)  # under the write lock: the live stack writes to the same SQLite
     browser_log_in(page, live.base, "admin@example.com", PASSWORD)
 
     page.goto(live.url("/users"))
@@ -421,3 +420,43 @@ def test_screenshots_of_the_users_and_profile_pages(app, live, page) -> None:
         page.set_viewport_size({"width": width, "height": 900})
         assert_fits(page, width)
         screenshot(page, f"accounts-profile-{width}")
+
+
+@pytest.mark.sqlite_only
+def test_account_changes_take_the_write_lock_before_they_read(app) -> None:
+    """On SQLite a transaction that reads and then writes fails with "database is locked" when
+    another process wrote in between (its snapshot is stale). Each account change starts with
+    the write lock, so a worker or scheduler writing meanwhile cannot make it fail."""
+    from sqlalchemy import update
+
+    from console.auth import reset_password, set_role
+    from console.timeutil import utcnow
+
+    create_user("root@example.com", "admin", PASSWORD)
+    create_user("ann@example.com", "viewer", PASSWORD)
+    ann = user_named("ann@example.com")
+
+    def another_process_writes() -> None:
+        with db.engine.connect() as other:
+            other.execute(
+                update(User).where(User.email == "root@example.com").values(created_at=utcnow())
+            )
+            other.commit()
+
+    changes = {
+        "create_user": lambda: create_user("bo@example.com", "operator"),
+        "create_token": lambda: create_token(ann, "x"),
+        "set_role": lambda: set_role(ann, "editor"),
+        "set_role admin": lambda: set_role(ann, "admin"),
+        "set_active": lambda: set_active(ann, False),
+        "reactivate": lambda: set_active(ann, True),
+        "reset_password": lambda: reset_password(ann),
+        "revoke_token": lambda: revoke_token(ann, ann.tokens[0].id),
+    }
+    for name, change in changes.items():
+        assert ann.email == "ann@example.com"  # a read: the session's snapshot begins
+        another_process_writes()
+        change()  # raised OperationalError("database is locked") before
+        db.session.commit()
+        assert name and user_named("ann@example.com")
+    assert user_named("ann@example.com").role == "admin"
