@@ -25,12 +25,13 @@ from sqlalchemy import func, select
 import console.runs as domain
 from console.extensions import db
 from console.models import Run
+from console.queueing import JOB_OPTIONS
 
 from .harness import BenchEnv, Flow, log, median
 
 RAW_JOB = "bench.jobs.noop"
 # The options of ``enqueue_run``, except a result TTL long enough to read timestamps back.
-ENQUEUE_OPTIONS: dict[str, Any] = {"job_timeout": -1, "result_ttl": 300, "failure_ttl": 86400}
+ENQUEUE_OPTIONS: dict[str, Any] = dict(JOB_OPTIONS, result_ttl=300)
 
 
 def enqueue_runs(env: BenchEnv, flow: Flow, count: int) -> tuple[list[str], list[str]]:

@@ -74,13 +74,18 @@ def users_create(email: str, role_name: str, password: str | None) -> None:
         click.echo(f"Password: {password_used}")
 
 
+def user_by_email(email: str) -> User:
+    user = db.session.scalar(select(User).filter_by(email=email.strip().lower()))
+    if user is None:
+        fail(ValueError(f"no user with email {email}"))
+    return user
+
+
 @users_cli.command("password")
 @click.argument("email")
 def users_password(email: str) -> None:
     """Give EMAIL a new generated password and print it (for a lost one)."""
-    user = db.session.scalar(select(User).filter_by(email=email.strip().lower()))
-    if user is None:
-        fail(ValueError(f"no user with email {email}"))
+    user = user_by_email(email)
     password = reset_password(user)
     click.echo(f"New password for {user.email} ({user.role}); it is shown only once:")
     click.echo(password)
@@ -108,9 +113,7 @@ def users_ensure_admin() -> None:
 @click.option("--name", default="cli", help="A label to recognise the token by.")
 def tokens_create(email: str, name: str) -> None:
     """Print a new API token for EMAIL as the last line."""
-    user = db.session.scalar(select(User).filter_by(email=email.strip().lower()))
-    if user is None:
-        fail(ValueError(f"no user with email {email}"))
+    user = user_by_email(email)
     click.echo(f"API token for {user.email} ({user.role}); it is shown only once:")
     click.echo(create_token(user, name))
 

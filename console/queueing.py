@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from typing import Any
 
 import redis
 from flask import current_app
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 _connections: dict[tuple[int, str], redis.Redis] = {}
 
 RUN_JOB = "workers.jobs.advance_run"
+# Every console job: no RQ timeout (a step's own timeout bounds it; RQ's alarm would share that
+# timer, and a bulk action records its progress instead), a result kept briefly, failures a day.
+JOB_OPTIONS: dict[str, Any] = {"job_timeout": -1, "result_ttl": 60, "failure_ttl": 86400}
 
 
 def redis_url() -> str:
@@ -69,13 +73,7 @@ def enqueue_run(run_id: str) -> str | None:
         return None  # canceled or finished meanwhile: nothing is enqueued after a cancel
     try:
         run_queue().enqueue(
-            RUN_JOB,
-            run_id,
-            job_id=job_id,
-            job_timeout=-1,
-            result_ttl=60,
-            failure_ttl=86400,
-            description=f"advance run {run_id}",
+            RUN_JOB, run_id, job_id=job_id, description=f"advance run {run_id}", **JOB_OPTIONS
         )
     except redis.RedisError as exc:
         log.warning("could not enqueue run %s (%s); the reconciler will retry", run_id, exc)
@@ -88,16 +86,13 @@ STEP_TEST_JOB = "workers.steptest.run_step_test"
 
 def enqueue_step_test(test_id: str) -> None:
     """Put an editor's "Test this step" on the test queue; a worker executes it, never the web
-    process. Like a run's job it has no RQ timeout: the step's own timeout (SIGALRM) bounds
-    it, and RQ's alarm would share that timer."""
+    process."""
     Queue(current_app.config["TEST_QUEUE"], connection=get_redis()).enqueue(
         STEP_TEST_JOB,
         test_id,
         job_id=f"steptest-{test_id}",
-        job_timeout=-1,
-        result_ttl=60,
-        failure_ttl=86400,
         description=f"test step ({test_id})",
+        **JOB_OPTIONS,
     )
 
 
@@ -106,12 +101,10 @@ BULK_JOB = "workers.bulk.run_bulk_action"
 
 def enqueue_bulk(bulk_id: str) -> None:
     """Put a bulk action (``console.bulk``) on the run queue; a worker applies it."""
-    Queue(current_app.config["RUN_QUEUE"], connection=get_redis()).enqueue(
+    run_queue().enqueue(
         BULK_JOB,
         bulk_id,
         job_id=f"bulk-{bulk_id}",
-        job_timeout=-1,  # it records its progress; a stalled one is shown as such
-        result_ttl=60,
-        failure_ttl=86400,
         description=f"bulk action ({bulk_id})",
+        **JOB_OPTIONS,
     )

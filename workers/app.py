@@ -7,6 +7,8 @@ A forked work-horse inherits the parent's app but must not share its database co
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Flask
 
@@ -33,6 +35,19 @@ def get_app() -> Flask:
             db.engine.dispose(close=False)
         _pid = os.getpid()
     return _app
+
+
+@contextmanager
+def job_context() -> Iterator[None]:
+    """What every RQ job of the console runs in: the app's context, and a database session
+    given back when the job ends, however it ends."""
+    with get_app().app_context():
+        from console.extensions import db
+
+        try:
+            yield
+        finally:
+            db.session.remove()
 
 
 def set_app(app: Flask) -> None:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from console.mail import normalise_recipients, send_recorded
 from console.models import OutboxMessage, Run, StepRun, TaskResult, WorkflowVersion
 from console.timeutil import utcnow
 
-from .app import get_app
+from .app import get_app, job_context
 from .runtime import (
     ClaimLost,
     Context,
@@ -51,12 +52,8 @@ log = logging.getLogger(__name__)
 
 def advance_run(run_id: str) -> str | None:
     """The RQ job: advance one run as far as it can go now. Returns its status."""
-    app = get_app()
-    with app.app_context():
-        try:
-            return Runner(run_id).advance()
-        finally:
-            db.session.remove()
+    with job_context():
+        return Runner(run_id).advance()
 
 
 def warm_up() -> None:
@@ -460,11 +457,10 @@ class Runner:
         claim: domain.Claim,
         definition: dict[str, Any],
         output: Any,
-        skipped: list[tuple[int, str]] | None = None,
+        skipped: Sequence[tuple[int, str]] = (),
     ) -> str | None:
         """End the run with its output, checked against the output schema (also after
         ``ctx.flow.exit``, whose remaining steps are ``skipped``)."""
-        skipped = skipped or []
         schema = definition.get("output_schema")
         if schema:
             validator = Draft202012Validator(

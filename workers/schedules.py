@@ -30,7 +30,7 @@ from console.models import Schedule
 from console.queueing import get_redis
 from console.timeutil import utcnow
 
-from .app import get_app
+from .app import job_context
 from .runtime import StepTimeout, step_deadline, to_json
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,10 @@ def fire_schedule(
 ) -> str | None:
     """The RQ job of one fire time: evaluate the input here, on a worker, and start the run
     (at most once per fire time). Returns the fire's status."""
-    app = get_app()
-    with app.app_context():
-        try:
-            when = datetime.fromisoformat(fire_at).astimezone(UTC)
-            row = domain.fire(schedule_id, when, evaluate_input, status=status, note=note)
-            return row.status if row is not None else None
-        finally:
-            db.session.remove()
+    with job_context():
+        when = datetime.fromisoformat(fire_at).astimezone(UTC)
+        row = domain.fire(schedule_id, when, evaluate_input, status=status, note=note)
+        return row.status if row is not None else None
 
 
 class InputFailed(Exception):

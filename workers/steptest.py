@@ -20,7 +20,7 @@ from console.links import Links
 from console.mail import normalise_recipients
 from console.models import StepTest, Workflow
 
-from .app import get_app
+from .app import job_context
 from .runtime import (
     Context,
     Flow,
@@ -37,12 +37,8 @@ from .runtime import (
 
 def run_step_test(test_id: str) -> str | None:
     """The RQ job. Returns the test's final status (None when another worker had it)."""
-    app = get_app()
-    with app.app_context():
-        try:
-            return execute(test_id)
-        finally:
-            db.session.remove()
+    with job_context():
+        return execute(test_id)
 
 
 class TestControl:
