@@ -35,12 +35,18 @@ def secret_keys() -> list[str]:
     return [str(current_app.config["SECRET_KEY"]), *(str(k) for k in fallbacks)]
 
 
+def sign(message: str, key: str | None = None) -> str:
+    """An unguessable token for ``message``: its HMAC-SHA256 under ``key`` (the current secret
+    key unless given), URL-safe. Links and webhook URLs are made with it."""
+    secret = (key if key is not None else secret_keys()[0]).encode()
+    mac = hmac.new(secret, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
 def waitpoint_token(waitpoint_id: str, action: str, key: str | None = None) -> str:
     if action not in ACTIONS:
         raise ValueError(f"unknown link action {action!r}")
-    secret = (key if key is not None else secret_keys()[0]).encode()
-    mac = hmac.new(secret, f"waitpoint:{waitpoint_id}:{action}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    return sign(f"waitpoint:{waitpoint_id}:{action}", key)
 
 
 def token_hash(token: str) -> str:

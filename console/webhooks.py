@@ -8,22 +8,18 @@ nonce (none since migration 0004) has no webhook until it is rotated: every secr
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 
 from flask import current_app
 from sqlalchemy import select, update
 
 from .extensions import db, write_transaction
-from .links import secret_keys
+from .links import secret_keys, sign
 from .models import Workflow, new_nonce
 
 
 def _secret_for(name: str, nonce: str, key: str | None = None) -> str:
-    secret = (key if key is not None else secret_keys()[0]).encode()
-    mac = hmac.new(secret, f"webhook:{name}:{nonce}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    return sign(f"webhook:{name}:{nonce}", key)
 
 
 def webhook_url(workflow: Workflow) -> str | None:

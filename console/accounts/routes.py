@@ -63,7 +63,7 @@ def users() -> Any:
 
 def show_password(email: str, password: str) -> Any:
     """Redirect to the users page that shows the new password once (see ``shown_once``)."""
-    if shown_once.keep("password", password, **{"for": email}):
+    if shown_once.keep("password", password, {"for": email}):
         return redirect(url_for("accounts.users"), 303)
     return users_page(secret={"for": email, "value": password})
 

@@ -33,8 +33,9 @@ def _xor(data: bytes, pad: bytes) -> bytes:
     return bytes(a ^ b for a, b in zip(data, pad, strict=True))
 
 
-def keep(kind: str, value: str, **about: str) -> bool:
-    """Hold ``value`` for the next page of this session; False when it cannot be held."""
+def keep(kind: str, value: str, about: dict[str, str] | None = None) -> bool:
+    """Hold ``value`` (and what it is ``about``) for the next page of this session; False
+    when it cannot be held."""
     data = value.encode()
     pad = secrets.token_bytes(len(data))
     ident = secrets.token_urlsafe(16)
@@ -43,7 +44,7 @@ def keep(kind: str, value: str, **about: str) -> bool:
     except (redis.RedisError, OSError) as exc:
         log.warning("a secret could not be held for its redirect (%s)", type(exc).__name__)
         return False
-    session[SESSION_KEY] = {"id": ident, "pad": pad.hex(), "kind": kind, "about": about}
+    session[SESSION_KEY] = {"id": ident, "pad": pad.hex(), "kind": kind, "about": about or {}}
     return True
 
 

@@ -32,21 +32,28 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def board_context(f: queries.Filters, before: str | None) -> dict[str, Any]:
-    if before and not RUN_ID_RE.match(before):
-        before = None
+def counts_context(f: queries.Filters) -> dict[str, Any]:
+    """The counts per status and the bulk form over the filter (the board and its poll)."""
     counts = queries.status_counts(f)
     return {
         "filters": f,
-        "page": queries.page_of_runs(f, before),
-        "before": before,
         "counts": counts,
         "total": sum(counts.values()),
-        "bulk": queries.bulk_counts(f, counts),
-        "workflows": queries.workflow_names(),
-        "bulk_form": BulkForm(formdata=None, **f.args()),
-        "bulk_jobs": bulk_actions.unfinished() if can_act() else [],
         "statuses": queries.RUN_STATUSES,
+        "bulk": queries.bulk_counts(f, counts),
+        "bulk_form": BulkForm(formdata=None, **f.args()),
+    }
+
+
+def board_context(f: queries.Filters, before: str | None) -> dict[str, Any]:
+    if before and not RUN_ID_RE.match(before):
+        before = None
+    return {
+        **counts_context(f),
+        "page": queries.page_of_runs(f, before),
+        "before": before,
+        "workflows": queries.workflow_names(),
+        "bulk_jobs": bulk_actions.unfinished() if can_act() else [],
     }
 
 
@@ -84,15 +91,7 @@ def updates() -> Any:
         return "", 204
     context: dict[str, Any] = {"cards": changed, "new": new, "waiting": waiting}
     if f is not None:  # the first page of Tasks: its counts per status moved too
-        counts = queries.status_counts(f)
-        context.update(
-            filters=f,
-            counts=counts,
-            total=sum(counts.values()),
-            statuses=queries.RUN_STATUSES,
-            bulk=queries.bulk_counts(f, counts),
-            bulk_form=BulkForm(formdata=None, **f.args()),
-        )
+        context.update(counts_context(f))
     return render_template("tasks/_updates.html", **context)
 
 
