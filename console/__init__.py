@@ -39,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .accounts import bp as accounts_bp
     from .api import bp as api_bp
     from .demo import bp as demo_bp
+    from .docs import bp as docs_bp
     from .editor import bp as editor_bp
     from .flow import bp as flow_bp
     from .hooks import bp as hooks_bp
@@ -61,6 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(schedules_bp)
     app.register_blueprint(accounts_bp)
     app.register_blueprint(demo_bp)
+    app.register_blueprint(docs_bp)
     csrf.exempt(demo_bp)  # a public demo service for step code, which has no session
     cli.init_app(app)
 

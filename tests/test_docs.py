@@ -107,3 +107,29 @@ def test_every_api_route_is_documented(app: Flask):
                 if not re.search(rf"{method} {re.escape(shown)}(?![\w/<])", api):
                     missing.append(f"{method} {path}")
     assert not missing, f"docs/api.md does not describe {missing}"
+
+
+def test_the_console_serves_every_page_with_working_links(app, client):
+    """``/docs/<page>`` renders docs/ for logged-in users; links between pages and their
+    anchors lead to pages and headings that exist."""
+    from console.auth import create_user
+
+    from .support import log_in
+
+    assert client.get("/docs/").status_code == 302  # login first
+    create_user("reader@example.com", "viewer", "s3cret-pass")
+    log_in(client, "reader@example.com", "s3cret-pass")
+    index = client.get("/docs/").get_data(as_text=True)
+    for page in PAGES:
+        name = page.stem
+        html = client.get("/docs/" if name == "README" else f"/docs/{name}").get_data(as_text=True)
+        assert "<h1" in html, name
+        for target, anchor in re.findall(r'href="/docs/([a-z_-]*)(?:#([^"]*))?"', html):
+            linked = client.get(f"/docs/{target}")
+            assert linked.status_code == 200, (name, target)
+            if anchor:
+                assert f'id="{anchor}"' in linked.get_data(as_text=True), (name, target, anchor)
+        assert not re.search(r'href="[^"]*\.md', html), name
+    assert 'href="/docs/steps"' in index
+    assert client.get("/docs/nope").status_code == 404
+    assert client.get("/docs/..%2Fconsole").status_code == 404
