@@ -228,11 +228,9 @@ def get_run(run_id: str) -> Any:
 @bp.post("/runs/<run_id>/<action>")
 @role("operator")
 def act_on_run(run_id: str, action: str) -> Any:
-    actions = {"pause": domain.pause_run, "resume": domain.resume_run, "cancel": domain.cancel_run}
-    if action not in actions:
-        raise NotFound(f"Unknown action {action!r}; use pause, resume or cancel")
+    act = domain.run_action(action)
     load_run(run_id)
-    run = actions[action](run_id)
+    run = act(run_id)
     return jsonify(run_detail(run))
 
 
