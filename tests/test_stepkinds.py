@@ -414,6 +414,40 @@ def test_send_email_with_references_to_input_and_earlier_outputs(app, define, ap
     assert "{{ input.name }}: there is no 'name' in this run" in failed["error"]
 
 
+def test_an_email_refused_for_header_injection_is_recorded_as_failed(
+    app, define, api, work
+) -> None:
+    """A line break in a header (here a subject taken from the input) is refused by the email
+    library: the Outbox says failed and why, and the step fails saying so (the row used to stay
+    "sending" forever)."""
+    define(
+        "mail",
+        [
+            {
+                **kind_step(
+                    "notify",
+                    "email",
+                    to="ann@example.com",
+                    subject="{{ input.subject }}",
+                    text="Hello",
+                ),
+                "retries": 1,
+                "retry_delay": 0,
+            }
+        ],
+    )
+    run_id = start(api, "mail", subject="Hello\nBcc: everyone@example.com")
+    work()
+    run = show(api, run_id)
+    assert run["status"] == "failed", run
+    assert "sending the email failed: the message was refused" in run["error"]
+    assert "linefeed" in run["error"]
+    (email,) = outbox(run_id)  # the retry took the same message up again, and refused it
+    assert email.status == "failed" and email.sent_at is None
+    assert email.error.startswith("the message was refused: ") and "linefeed" in email.error
+    assert run["steps"][0]["attempts"] == 2
+
+
 def test_http_request_sends_method_headers_and_json_body_once(
     app, define, api, work, http_server
 ) -> None:
