@@ -296,11 +296,7 @@ def _action(fn: Any) -> Any:
     return command
 
 
-for _name, _fn in (
-    ("pause", domain.pause_run),
-    ("resume", domain.resume_run),
-    ("cancel", domain.cancel_run),
-):
+for _name, _fn in domain.ACTIONS.items():
     runs_cli.command(_name, help=f"{_name.capitalize()} a run.")(
         click.argument("run_id")(_action(_fn))
     )

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from .errors import Conflict, NotFound, ValidationFailed
+from .errors import Conflict, ConsoleError, NotFound, ValidationFailed
 from .extensions import db, write_transaction
 from .ids import new_id
 from .models import (
@@ -288,6 +288,23 @@ def cancel_run(run_id: str) -> Run:
     if not changed:
         _refuse_terminal(run, "be canceled")
     return run
+
+
+# The operator actions by name, for every caller (API, Tasks page, CLI, bulk actions): a name
+# that is not here is refused, never mapped to some default action.
+ACTIONS: dict[str, Callable[[str], Run]] = {
+    "pause": pause_run,
+    "resume": resume_run,
+    "cancel": cancel_run,
+}
+
+
+def run_action(action: str) -> Callable[[str], Run]:
+    """The operator action called ``action``; an unknown name is a 400 ``ConsoleError``."""
+    try:
+        return ACTIONS[action]
+    except (KeyError, TypeError):
+        raise ConsoleError(f"Unknown action {action!r}; use {', '.join(ACTIONS)}") from None
 
 
 # --------------------------------------------------------------------- the worker's side
@@ -1231,7 +1248,7 @@ def bulk_act(
     through its own conditional transition (so a run that moved meanwhile is skipped, never
     forced), newest first in batches. Runs created after the call began are not touched.
     ``progress(changed, skipped)`` is called after each batch."""
-    single = {"pause": pause_run, "resume": resume_run, "cancel": cancel_run}[action]
+    single = run_action(action)
     allowed = BULK_FROM[action]
     statuses = [s for s in allowed if not run_filter.statuses or s in run_filter.statuses]
     changed = skipped = 0
