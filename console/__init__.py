@@ -35,7 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             configure_sqlite(db.engine)
 
-    from . import auth, cli
+    from . import auth, cli, ratelimit
     from .accounts import bp as accounts_bp
     from .api import bp as api_bp
     from .demo import bp as demo_bp
@@ -49,6 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .tasks import bp as tasks_bp
 
     auth.init_app(app)
+    ratelimit.init_app(app)
     app.register_blueprint(main_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(flow_bp)

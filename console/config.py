@@ -125,6 +125,21 @@ class Config:
         self.SESSION_COOKIE_SECURE = production
         self.WTF_CSRF_TIME_LIMIT = None
         self.SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+        # Rate limits, in the notation of the ``limits`` package ("10 per 15 minutes"). Failed
+        # logins count per account and per client address; while either is over its limit the
+        # login page refuses every attempt (the right password too) with 429.
+        self.LOGIN_RATE_LIMIT_ACCOUNT = os.environ.get(
+            "LOGIN_RATE_LIMIT_ACCOUNT", "10 per 15 minutes"
+        )
+        self.LOGIN_RATE_LIMIT_ADDRESS = os.environ.get(
+            "LOGIN_RATE_LIMIT_ADDRESS", "30 per 15 minutes"
+        )
+        # The public demo job service: per client address, and a ceiling for everyone.
+        self.DEMO_RATE_LIMIT_ADDRESS = os.environ.get("DEMO_RATE_LIMIT_ADDRESS", "100 per hour")
+        self.DEMO_RATE_LIMIT_TOTAL = os.environ.get("DEMO_RATE_LIMIT_TOTAL", "1000 per hour")
+        # Behind this many reverse proxies the client address is taken from X-Forwarded-For;
+        # 0 (the default, gunicorn facing clients) ignores that header, which clients can forge.
+        self.FORWARDED_PROXIES = env_int("FORWARDED_PROXIES", 0)
         self.MAIL_SERVER = os.environ.get("MAIL_SERVER") or None
         self.MAIL_PORT = env_int("MAIL_PORT", 25)
         self.MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
