@@ -188,6 +188,24 @@ def test_flask_logs_a_failing_link_request_without_its_token(app, caplog):
     assert "Exception on /flow/resume/[redacted] [POST]" in caplog.text
 
 
+def test_gunicorns_error_log_shows_no_token(tmp_path):
+    """gunicorn logs "Error handling request <uri>" when the app fails outside Flask."""
+    from gunicorn.config import Config as GunicornConfig
+
+    from console.access_log import RedactingLogger
+
+    cfg = GunicornConfig()
+    cfg.set("errorlog", str(tmp_path / "error.log"))
+    log = RedactingLogger(cfg)
+    log.exception("Error handling request %s", "/hooks/signup/HOOKSECRET")
+    for handler in list(log.error_log.handlers):  # gunicorn's logger is global
+        log.error_log.removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "error.log").read_text()
+    assert "Error handling request /hooks/signup/[redacted]" in text
+    assert "HOOKSECRET" not in text
+
+
 # --------------------------------------------------------------------- callback's headers
 
 
