@@ -16,8 +16,9 @@ from .timeutil import isoformat
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# Scripts and styles come only from static/ (no inline script, style attribute or eval: htmx's
-# indicator styles are off in base.html); no page may be framed, and forms post to the console.
+# Scripts and styles come only from static/: no inline script, style attribute or eval (base.html
+# turns off htmx's indicator styles and its settling of style attributes). No page may be
+# framed, and forms post to the console only.
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",

@@ -66,9 +66,9 @@ def make_instance_folder(path: str | Path) -> Path:
     return folder
 
 
-def instance_socket(instance_path: str, name: str) -> Path:
+def instance_socket(folder: str, name: str) -> Path:
     """A Unix socket in the instance folder, so that each checkout's stack has its own."""
-    path = Path(instance_path).resolve() / name
+    path = Path(folder).resolve() / name
     # Unix socket paths are limited to 107 bytes; deep checkouts get one in the temp folder.
     if len(str(path)) > 100:
         digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
