@@ -358,6 +358,12 @@ def how_to_log_in() -> str:
     )
 
 
+def web_command(gunicorn: str, bind: str) -> list[str]:
+    """The web process, as the Procfile runs it: gunicorn's settings (the access log without
+    secrets, the control socket in the instance folder, keepalive) are in one module."""
+    return [gunicorn, "-c", "python:console.gunicorn_conf", "--bind", bind, "console:create_app()"]
+
+
 @click.command("up")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--workers", "worker_count", default=1, show_default=True)
@@ -387,18 +393,7 @@ def up(host: str, worker_count: int) -> None:
     venv_bin = Path(sys.executable).parent
     flask = [sys.executable, "-m", "flask", "--app", "console"]
     commands = {
-        "web": [
-            str(venv_bin / "gunicorn"),
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--access-logfile",
-            "-",
-            "console:create_app()",
-        ],
+        "web": web_command(str(venv_bin / "gunicorn"), f"{host}:{port}"),
         "scheduler": flask + ["scheduler"],
     }
     for i in range(worker_count):

@@ -14,7 +14,15 @@ from ..models import Run, Waitpoint
 from . import bp
 
 ACTIONS = ("resume", "cancel")
-HIDDEN_HEADERS = {"cookie", "authorization", "proxy-authorization"}
+# Credentials a caller may send with a callback never reach step code (which stores the
+# request in the run's output): these headers, and any whose name has one of the words below.
+HIDDEN_HEADERS = {"cookie", "authorization", "proxy-authorization", "x-api-key", "x-auth-token"}
+HIDDEN_HEADER_WORDS = ("token", "secret", "password", "passwd", "api-key", "apikey", "api_key")
+
+
+def is_credential(header: str) -> bool:
+    name = header.lower()
+    return name in HIDDEN_HEADERS or any(word in name for word in HIDDEN_HEADER_WORDS)
 
 
 def wants_html() -> bool:
@@ -45,7 +53,7 @@ def body_payload() -> Any:
 def callback_request() -> dict[str, Any]:
     return {
         "method": request.method,
-        "headers": {k: v for k, v in request.headers.items() if k.lower() not in HIDDEN_HEADERS},
+        "headers": {k: v for k, v in request.headers.items() if not is_credential(k)},
         "query": request.args.to_dict(),
         "json": request.get_json(silent=True) if request.is_json else None,
         "body": request.get_data(as_text=True),
