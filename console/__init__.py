@@ -9,6 +9,7 @@ from flask import Flask, request
 
 from .config import Config
 from .extensions import configure_sqlite, csrf, db, htmx, login_manager, migrate
+from .jsonbody import ConsoleRequest
 from .timeutil import isoformat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +22,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         template_folder=os.path.join(ROOT, "templates"),
         static_folder=os.path.join(ROOT, "static"),
     )
+    app.request_class = ConsoleRequest
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(Config(app.instance_path).as_dict())
     if test_config:
