@@ -10,6 +10,7 @@ from flask import Flask, request
 from .config import Config
 from .extensions import configure_sqlite, csrf, db, htmx, login_manager, migrate
 from .jsonbody import ConsoleRequest
+from .text import refuse_nul_in_request
 from .timeutil import isoformat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
+    app.before_request(refuse_nul_in_request)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
     login_manager.init_app(app)

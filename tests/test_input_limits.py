@@ -16,11 +16,14 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
+from console.auth import create_user
 from console.extensions import db
 from console.jsonbody import MAX_DEPTH, nesting_depth, parse_json
 from console.models import Run
+from tests.support import log_in
 from tests.test_editor import Editor
 from tests.test_links import links_of, start, status_of
+from tests.test_tasks import act
 
 DEEP = "[" * 100_000 + "]" * 100_000
 WAIT = """\
@@ -222,3 +225,112 @@ def test_chunked_bodies_over_the_payload_limit_answer_413_on_links_and_webhooks(
         hooked = post_chunked(served + hook_path(api, "approval"), body)
         assert hooked.status_code == 413, hooked.text
     assert status_of(run_id) == "suspended" and run_count() == 1
+
+
+# ------------------------------------- text PostgreSQL cannot store: 422 on both databases
+
+
+def details(response: Any) -> dict[str, str]:
+    return {d["path"]: d["message"] for d in response.json["details"]}
+
+
+def definition(**fields: Any) -> dict[str, Any]:
+    return {"steps": [{"name": "echo", "code": ECHO}], **fields}
+
+
+def test_definition_text_over_its_limit_or_with_nul_is_422_with_its_path(app, api):
+    cases = [
+        (definition(title="t" * 201), "/title", "at most 200 characters"),
+        (definition(title="a\x00b"), "/title", "must not contain the NUL character"),
+        (definition(description="d\x00"), "/description", "must not contain the NUL character"),
+        (definition(description="d" * 10_001), "/description", "at most 10000 characters"),
+        (definition(note="n\x00"), "/note", "must not contain the NUL character"),
+        (
+            {"steps": [{"name": "echo", "code": ECHO + "#" * 100_000}]},
+            "/steps/0/code",
+            "at most 100000 characters",
+        ),
+        (
+            definition(input_schema={"type": "object", "description": "\x00"}),
+            "/input_schema/description",
+            "must not contain the NUL character",
+        ),
+        (
+            {"steps": [{"name": "get", "kind": "http", "config": {"url": "https://x.test/\x00"}}]},
+            "/steps/0/config/url",
+            "must not contain the NUL character",
+        ),
+    ]
+    for body, path, message in cases:
+        response = api.put("/api/workflows/texts", json=body)
+        assert response.status_code == 422, (path, response.status_code)
+        assert details(response).get(path) == message, (path, response.json)
+    assert api.put("/api/workflows/texts", json=definition(title="t" * 200)).status_code == 201
+    assert api.get("/api/workflows/texts").json["title"] == "t" * 200
+
+
+def test_schedule_text_over_its_limit_or_with_nul_is_422_with_its_path(app, api):
+    every_minute = ",".join(str(m) for m in range(60)) + " * * * *"  # a valid cron
+    assert len(every_minute) == 177
+    cases = [
+        ({"cron": every_minute}, "/schedules/0/cron", "at most 120 characters"),
+        ({"cron": "0 9 * * *\x00"}, "/schedules/0/cron", "must not contain the NUL character"),
+        ({"timezone": "Europe/" + "x" * 60}, "/schedules/0/timezone", "at most 64 characters"),
+        ({"timezone": "UTC\x00"}, "/schedules/0/timezone", "must not contain the NUL character"),
+        (
+            {"input": "def input(now):\n    return {'a': '\x00'}\n"},
+            "/schedules/0/input",
+            "must not contain the NUL character",
+        ),
+        ({"input": {"a": "\x00"}}, "/schedules/0/input/a", "must not contain the NUL character"),
+    ]
+    for fields, path, message in cases:
+        schedule = {"name": "often", "cron": "0 9 * * *", **fields}
+        response = api.put("/api/workflows/timed", json=definition(schedules=[schedule]))
+        assert response.status_code == 422, (path, response.status_code)
+        assert details(response).get(path) == message, (path, response.json)
+
+
+def test_an_idempotency_key_with_nul_or_too_long_is_422(app, api, define):
+    define("echo", [("echo", ECHO)])
+    for key, message in (("k\x00", "must not contain the NUL character"), ("k" * 256, None)):
+        response = api.post("/api/workflows/echo/runs", json={"idempotency_key": key})
+        assert response.status_code == 422, response.json
+        assert response.json["details"][0]["path"] == "/idempotency_key"
+        if message:
+            assert response.json["details"][0]["message"] == message
+    assert run_count() == 0
+
+
+def test_nul_in_a_url_or_a_form_field_is_400(app, api, client):
+    for response in (
+        api.get("/api/workflows/a%00b"),
+        api.put("/api/workflows/a%00b", json=definition()),
+        api.post("/api/workflows/a%00b/runs", json={}),
+        api.get("/api/runs?workflow=a%00b"),
+        client.post("/hooks/a%00b/secret", json={}),
+    ):
+        assert response.status_code == 400
+        assert response.json["error"] == "The URL must not contain the NUL character"
+    assert client.get("/tasks?workflow=a%00b").status_code == 400
+    editor = Editor(app, "ed@example.com")
+    created = editor.post("/workflows", {"title": "a\x00b"}, htmx=False)
+    assert created.status_code == 400
+
+
+def test_a_nul_inside_a_runs_json_input_is_kept(app, api, define, work):
+    # JSON columns store "\u0000" as an escape (PostgreSQL's json type, not jsonb).
+    define("echo", [("echo", ECHO)])
+    run_id = start(api, "echo", text="a\x00b")
+    work()
+    run = api.get(f"/api/runs/{run_id}").json
+    assert run["status"] == "completed" and run["output"] == {"text": "a\x00b"}
+
+
+def test_nan_in_the_tasks_pages_json_payload_is_a_form_error(app, client, api, suspended):
+    run_id, _ = suspended
+    create_user("op@example.com", "operator", "s3cret-pass")
+    csrf = log_in(client, "op@example.com", "s3cret-pass")
+    refused = act(client, csrf, run_id, "approve", payload='{"x": NaN}')
+    assert "NaN is not allowed in JSON" in refused.get_data(as_text=True)
+    assert status_of(run_id) == "suspended"

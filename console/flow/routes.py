@@ -75,9 +75,10 @@ def answer(body: dict[str, Any], code: int, page: str, **context: Any) -> Any:
     return jsonify(body), code
 
 
-@bp.errorhandler(NotFound)
-def not_found(exc: NotFound) -> Any:
-    return answer({"error": exc.message, "details": []}, 404, "flow/result.html")
+@bp.errorhandler(ConsoleError)
+def console_error(exc: ConsoleError) -> Any:
+    # An unknown token (404), a body too large (413) or not JSON the console takes (400).
+    return answer({"error": exc.message, "details": exc.details}, exc.status, "flow/result.html")
 
 
 @bp.get("/<action>/<token>")
@@ -91,16 +92,9 @@ def confirm(action: str, token: str) -> Any:
 @public
 def act(action: str, token: str) -> Any:
     waitpoint, run = load(action, token)
-    try:
-        raw = read_body(current_app.config["MAX_PAYLOAD_BYTES"])
-        payload = (
-            callback_request(raw)
-            if waitpoint.kind == "rerun" and action == "resume"
-            else body_payload(raw)
-        )
-    except ConsoleError as exc:
-        body = {"error": exc.message, "details": exc.details}
-        return answer(body, exc.status, "flow/result.html", run=run, waitpoint=waitpoint)
+    raw = read_body(current_app.config["MAX_PAYLOAD_BYTES"])
+    rerun = waitpoint.kind == "rerun" and action == "resume"
+    payload = callback_request(raw) if rerun else body_payload(raw)
     result = domain.act_on_link(token, action, payload)
     body: dict[str, Any] = {"run": result.run_id, "action": result.action, "status": result.status}
     if result.code == 409:
