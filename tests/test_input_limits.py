@@ -221,7 +221,7 @@ def test_chunked_bodies_over_the_payload_limit_answer_413_on_links_and_webhooks(
         body = padded({"ok": True}, size)
         resumed = post_chunked(served + links["resume"], body)
         assert resumed.status_code == 413, resumed.text
-        assert "limit" in resumed.json()["error"]
+        assert resumed.json()["error"] == "The request body is too large"
         hooked = post_chunked(served + hook_path(api, "approval"), body)
         assert hooked.status_code == 413, hooked.text
     assert status_of(run_id) == "suspended" and run_count() == 1
@@ -334,3 +334,14 @@ def test_nan_in_the_tasks_pages_json_payload_is_a_form_error(app, client, api, s
     refused = act(client, csrf, run_id, "approve", payload='{"x": NaN}')
     assert "NaN is not allowed in JSON" in refused.get_data(as_text=True)
     assert status_of(run_id) == "suspended"
+
+
+def test_the_cli_refuses_a_deep_file_and_a_nan_input_with_a_message(app, runner, tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text(DEEP)
+    result = runner.invoke(args=["workflows", "import", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}: not JSON the console takes: nested deeper than" in result.stderr
+    started = runner.invoke(args=["runs", "start", "any", "--input", '{"x": NaN}'])
+    assert started.exit_code == 1
+    assert "--input is not JSON the console takes: NaN is not allowed" in started.stderr

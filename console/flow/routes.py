@@ -78,7 +78,8 @@ def answer(body: dict[str, Any], code: int, page: str, **context: Any) -> Any:
 @bp.errorhandler(ConsoleError)
 def console_error(exc: ConsoleError) -> Any:
     # An unknown token (404), a body too large (413) or not JSON the console takes (400).
-    return answer({"error": exc.message, "details": exc.details}, exc.status, "flow/result.html")
+    message = "The request body is too large" if exc.status == 413 else exc.message
+    return answer({"error": message, "details": exc.details}, exc.status, "flow/result.html")
 
 
 @bp.get("/<action>/<token>")
