@@ -23,12 +23,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         template_folder=os.path.join(ROOT, "templates"),
         static_folder=os.path.join(ROOT, "static"),
     )
-    app.request_class = ConsoleRequest
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(Config(app.instance_path).as_dict())
     if test_config:
         app.config.from_mapping(test_config)
 
+    app.request_class = ConsoleRequest
     app.before_request(refuse_nul_in_request)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
