@@ -11,6 +11,8 @@ from flask import Flask, current_app, request
 from .access_log import add_filter
 from .config import Config, create_private_database, instance_path, make_instance_folder
 from .extensions import configure_sqlite, csrf, db, htmx, login_manager, migrate
+from .jsonbody import ConsoleRequest
+from .text import refuse_nul_in_request
 from .timeutil import isoformat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +67,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     add_filter(app.logger)
     add_filter(logging.getLogger("werkzeug"))
 
+    app.request_class = ConsoleRequest
+    app.before_request(refuse_nul_in_request)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
     login_manager.init_app(app)

@@ -23,6 +23,7 @@ from .config import STACK_URL_FILE
 from .definitions import export_definition, normalise, save_workflow
 from .errors import ConsoleError, ValidationFailed
 from .extensions import db
+from .jsonbody import JSONRefused, parse_json
 from .models import ROLES, TERMINAL, User, Workflow
 from .redis_server import embedded_running, stop_embedded
 from .serialize import run_detail, workflow_summary
@@ -127,13 +128,17 @@ def workflows_import(files: tuple[str, ...]) -> None:
     failed = False
     for path in files:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = parse_json(Path(path).read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             click.echo(f"{path}: not UTF-8 text", err=True)
             failed = True
             continue
         except json.JSONDecodeError as exc:
             click.echo(f"{path}: not JSON: line {exc.lineno}: {exc.msg}", err=True)
+            failed = True
+            continue
+        except JSONRefused as exc:
+            click.echo(f"{path}: not JSON the console takes: {exc}", err=True)
             failed = True
             continue
         try:
@@ -247,9 +252,11 @@ def workflows_list() -> None:
 @click.option("--timeout", default=600.0, help="Seconds to wait with --wait.")
 def runs_start(name: str, input_json: str, label: str | None, wait: bool, timeout: float) -> None:
     try:
-        data = json.loads(input_json)
+        data = parse_json(input_json)
     except json.JSONDecodeError as exc:
         fail(ValueError(f"--input is not JSON: {exc.msg} at column {exc.colno}"))
+    except JSONRefused as exc:
+        fail(ValueError(f"--input is not JSON the console takes: {exc}"))
     try:
         run, _ = domain.start_run(
             domain.get_workflow(name), data, version=label, trigger="manual", user="cli"

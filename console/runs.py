@@ -50,9 +50,11 @@ from .models import (
     WorkflowVersion,
 )
 from .queueing import enqueue_run
+from .text import text_problem
 from .timeutil import UTCDateTime, utcnow
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+MAX_IDEMPOTENCY_KEY = 255  # Run.idempotency_key is String(255)
 PAUSABLE = ("pending", "running", "sleeping", "suspended")
 
 
@@ -124,8 +126,15 @@ def start_run(
     input = {} if input is None else input
     pinned = get_version(workflow, version)
     if idempotency_key is not None:
-        if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
-            raise ValidationFailed("idempotency_key must be a string of 1 to 255 characters")
+        problem = (
+            text_problem(idempotency_key, MAX_IDEMPOTENCY_KEY)
+            if isinstance(idempotency_key, str) and idempotency_key
+            else f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"
+        )
+        if problem:
+            raise ValidationFailed(
+                f"idempotency_key {problem}", [{"path": "/idempotency_key", "message": problem}]
+            )
         existing = _idempotent_run(workflow.id, idempotency_key)
         if existing is not None:
             return existing, False

@@ -16,6 +16,7 @@ from ..auth import role
 from ..definitions import save_workflow
 from ..errors import ConsoleError, NotFound, ValidationFailed
 from ..extensions import csrf, db
+from ..jsonbody import body_json
 from ..links import links_visible, mask_links
 from ..models import RUN_STATUSES, LogLine, Run, Workflow
 from ..serialize import run_detail, run_summary, workflow_detail, workflow_summary
@@ -66,14 +67,15 @@ def api_routing_error(exc: HTTPException) -> Any:
 
 
 def json_body(required: bool = True) -> Any:
-    # A form-encoded body reads as empty ``request.data``: look at the length as well, so
-    # that it is refused as "not JSON" rather than ignored.
-    if not required and not request.content_length and not request.get_data(cache=True):
+    # Over MAX_CONTENT_LENGTH, with or without a Content-Length, this raises 413.
+    raw = request.get_data(cache=True)
+    # A form-encoded body that CSRF checking already parsed reads as empty: look at the
+    # length as well, so that it is refused as "not JSON" rather than taken as {}.
+    if not required and not raw and not request.content_length:
         return {}
-    data = request.get_json(silent=True)
-    if data is None:
+    if not request.is_json:
         raise ConsoleError("The request body must be JSON (Content-Type: application/json)")
-    return data
+    return body_json(raw)
 
 
 def load_workflow(name: str) -> Workflow:
