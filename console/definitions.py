@@ -199,7 +199,7 @@ def _normalise_kind_step(
         problems.add(f"{where}/{key}" if key else where, message)
     if not found:
         step["config"] = stepkinds.normalise_config(kind, config)
-        step["code"] = stepkinds.compile_step(kind, step["config"])
+        step["code"] = stepkinds.generate_code(kind, step["config"])
 
 
 def _normalise_schedule(raw: Any, index: int, problems: Problems) -> dict[str, Any]:

@@ -7,10 +7,13 @@ the approval and callback links acted on through the real ``/flow/...`` routes.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,8 +22,10 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
+import console
 from console import stepkinds
 from console.definitions import check_step_code, normalise
+from console.editor import kind_forms
 from console.errors import ValidationFailed
 from console.extensions import db
 from console.models import OutboxMessage, Run
@@ -125,6 +130,8 @@ SHOW_RESUME = (
     "            'output': earlier.output}}\n"
 )
 
+CONSOLE = Path(console.__file__).parent
+
 # ------------------------------------------------------------------------- the contract
 
 
@@ -135,16 +142,44 @@ def test_every_kind_has_a_valid_starting_config_that_compiles_to_run_ctx(app) ->
         assert kind.name == name and kind.label and kind.summary
         config = kind.defaults()
         assert stepkinds.config_problems(name, config) == [], name
-        code = stepkinds.compile_step(name, config)
+        code = stepkinds.generate_code(name, config)
         assert check_step_code(code) is None, (name, code)
         assert code.count("def run(ctx):") == 1
         json.dumps(config)  # JSON-able
         # The form's fields are the config keys, and a form filled from the config gives it
         # back unchanged.
         with app.test_request_context():
-            form = stepkinds.form_for(name, data=config, prefix="config-")
+            form = kind_forms.form_for(name, data=config, prefix="config-")
             assert set(config) <= {f.name.removeprefix("config-") for f in form}
-            assert stepkinds.config_from_form(name, form) == config
+            assert kind_forms.config_from_form(name, form) == config
+
+
+def test_importing_the_step_kinds_imports_no_form_library() -> None:
+    # The API and the CLI judge configs with console.stepkinds; only the editor builds forms
+    # (console/editor/kind_forms.py). console/__init__ itself imports flask_wtf (CSRF, in
+    # create_app's extensions), so the package is loaded here under a bare ``console``
+    # package: what is measured is what console.stepkinds itself pulls in.
+    code = (
+        "import sys, types\n"
+        f"package = types.ModuleType('console'); package.__path__ = [{str(CONSOLE)!r}]\n"
+        "sys.modules['console'] = package\n"
+        "import console.stepkinds\n"
+        "assert console.stepkinds.KINDS\n"
+        "assert 'flask_wtf' not in sys.modules, 'flask_wtf'\n"
+        "assert 'wtforms' not in sys.modules, 'wtforms'\n"
+        "assert 'flask' not in sys.modules, 'flask'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_snippets_are_importable_modules_whose_code_the_steps_carry() -> None:
+    from console.stepkinds import codegen
+    from console.stepkinds.snippets import http_only
+
+    assert callable(http_only.open_url)
+    assert codegen.HTTP_ONLY.lstrip("\n").startswith("def only_http(request):")
+    assert "import" not in codegen.RESOLVER  # the imports above the marker stay behind
 
 
 def test_problems_are_given_per_key(app) -> None:
@@ -196,7 +231,7 @@ def test_problems_are_given_per_key(app) -> None:
         ("", "unknown step kind 'teleport' (known: approval, email, http, delay, poll, callback)")
     ]
     with pytest.raises(ValueError, match="duration"):
-        stepkinds.compile_step("delay", {"duration": "soon"})
+        stepkinds.generate_code("delay", {"duration": "soon"})
 
 
 def test_headers_as_lines_or_json_and_durations_in_units() -> None:
@@ -236,14 +271,14 @@ def test_the_form_validates_posted_values_per_field(app) -> None:
         }
     )
     with app.test_request_context(method="POST"):
-        form = stepkinds.form_for("http", formdata=posted, prefix="config-")
+        form = kind_forms.form_for("http", formdata=posted, prefix="config-")
         assert not form.validate()
         assert set(form.errors) == {"url", "headers", "csrf_token"}  # CSRF is on
         posted["config-csrf_token"] = generate_csrf()
-        form = stepkinds.form_for("http", formdata=posted, prefix="config-")
+        form = kind_forms.form_for("http", formdata=posted, prefix="config-")
         assert not form.validate()
         assert set(form.errors) == {"url", "headers"}
-        config = stepkinds.config_from_form("http", form)
+        config = kind_forms.config_from_form("http", form)
     assert config["method"] == "POST" and config["timeout"] == 30
     assert {k for k, _ in stepkinds.config_problems("http", config)} == {"url", "headers"}
 

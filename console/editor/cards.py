@@ -14,6 +14,7 @@ from .. import stepkinds
 from ..definitions import STEP_DEFAULTS, check_step_code
 from ..drafts import StaleDraft
 from ..models import StepTest
+from . import kind_forms
 from .forms import StepForm
 
 CONFIG_PREFIX = "config-"
@@ -76,8 +77,8 @@ class Card:
 
 def kind_form(step: dict[str, Any], formdata: MultiDict | None = None) -> Any:
     if formdata is not None:
-        return stepkinds.form_for(step["kind"], formdata=formdata, prefix=CONFIG_PREFIX)
-    return stepkinds.form_for(step["kind"], data=step.get("config") or {}, prefix=CONFIG_PREFIX)
+        return kind_forms.form_for(step["kind"], formdata=formdata, prefix=CONFIG_PREFIX)
+    return kind_forms.form_for(step["kind"], data=step.get("config") or {}, prefix=CONFIG_PREFIX)
 
 
 def unique_name(base: str, taken: set[str]) -> str:
@@ -106,7 +107,7 @@ def new_step(kind: str, taken: set[str]) -> dict[str, Any]:
         name=unique_name(kind, taken),
         kind=kind,
         config=config,
-        code=stepkinds.compile_step(kind, config),
+        code=stepkinds.generate_code(kind, config),
     )
     return step
 
@@ -132,7 +133,7 @@ def read_card(
     if current.get("kind"):
         kind = current["kind"]
         config_form = kind_form(current, formdata)
-        config = stepkinds.config_from_form(kind, config_form)
+        config = kind_forms.config_from_form(kind, config_form)
         step.update(kind=kind, config=config)
         problems = stepkinds.config_problems(kind, config)
         for key, message in problems:
@@ -141,7 +142,7 @@ def read_card(
                 target.errors = [*list(target.errors or []), message]
             else:
                 errors.setdefault("config", []).append(message)
-        step["code"] = "" if problems else stepkinds.compile_step(kind, config)
+        step["code"] = "" if problems else stepkinds.generate_code(kind, config)
     else:
         step["code"] = (form.code.data or "").replace("\r\n", "\n")
         if not step["code"].strip():
