@@ -118,16 +118,19 @@ def test_fire_time_checks_and_previous_fire():
 @pytest.mark.parametrize(
     ("cron", "words"),
     [
-        ("0 9 * * *", "every day at 09:00, Asia/Seoul"),
-        ("30 8 * * 1-5", "on weekdays (Monday to Friday) at 08:30, Asia/Seoul"),
-        ("15 10 * * MON,FRI", "every Monday and Friday at 10:15, Asia/Seoul"),
-        ("0 9,17 * * *", "every day at 09:00 and 17:00, Asia/Seoul"),
-        ("0 0 1 * *", "on day 1 of every month at 00:00, Asia/Seoul"),
-        ("0 0 1 1 *", "every year on 1 January at 00:00, Asia/Seoul"),
-        ("5 * * * *", "every hour at minute 5, Asia/Seoul"),
-        ("*/15 * * * *", "every 15 minutes, Asia/Seoul"),
-        ("* * * * *", "every minute, Asia/Seoul"),
-        ("0 9 1-7 * 1", "at times matching “0 9 1-7 * 1”, Asia/Seoul"),
+        ("0 9 * * *", "At 09:00, Asia/Seoul"),
+        ("30 8 * * 1-5", "At 08:30, Monday through Friday, Asia/Seoul"),
+        ("15 10 * * MON,FRI", "At 10:15, only on Monday and Friday, Asia/Seoul"),
+        ("0 9,17 * * *", "At 09:00 and 17:00, Asia/Seoul"),
+        ("0 0 1 * *", "At 00:00, on day 1 of the month, Asia/Seoul"),
+        ("0 0 1 1 *", "At 00:00, on day 1 of the month, only in January, Asia/Seoul"),
+        ("5 * * * *", "At 5 minutes past the hour, Asia/Seoul"),
+        ("*/15 * * * *", "Every 15 minutes, Asia/Seoul"),
+        ("* * * * *", "Every minute, Asia/Seoul"),
+        (
+            "0 9 1-7 * 1",
+            "At 09:00, between day 1 and 7 of the month, or on Monday, Asia/Seoul",
+        ),
     ],
 )
 def test_cron_in_words(cron, words):
@@ -521,7 +524,7 @@ def test_viewers_read_only(define, client):
     page = client.get("/workflows/report/schedules")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
-    assert "every day at 09:00, Asia/Seoul" in html
+    assert "At 09:00, Asia/Seoul" in html
     assert html.count("<time datetime=") >= 6  # next fire and the next five
     assert "Add a schedule" not in html and "Pause" not in html
     assert 'href="/workflows"' in html
@@ -598,7 +601,7 @@ def test_editors_add_edit_pause_and_delete(define, client):
         "/workflows/report/schedules/preview?cron=*/15+*+*+*+*&timezone=America/New_York",
         headers={"HX-Request": "true"},
     ).get_data(as_text=True)
-    assert "every 15 minutes, America/New_York" in preview and preview.count("<li>") == 5
+    assert "Every 15 minutes, America/New_York" in preview and preview.count("<li>") == 5
 
     assert "0 9 * * 1-5" in editor.get("/workflows/report/schedules/daily_at_9am/edit").get_data(
         as_text=True
