@@ -74,6 +74,15 @@ def _waitpoint_state(waitpoint_id: str) -> Any:
     ).one()
 
 
+def _begin_with_logs(claim: Claim, logs: list[dict[str, Any]]) -> tuple[Any, str] | None:
+    """``_begin_fenced``, then the step's log lines, in the transaction that ends its wait."""
+    rows = _log_rows(claim, logs)
+    fenced = _begin_fenced(claim)
+    if fenced is not None and rows:
+        fenced[0].execute(_INSERT_LOGS, rows)
+    return fenced
+
+
 def _park(
     claim: Claim, outcome: StepOutcome, status: str, wake_at: datetime | None, next_step: int
 ) -> None:
@@ -100,15 +109,12 @@ def record_step_suspended(
     """The step called ``ctx.flow.suspend``: record its output and suspend the run until a
     link or the timeout. A link used while the step ran has already decided: then the step
     completes with its ``resume_data`` at once and the run's status is returned."""
-    rows = _log_rows(claim, logs)
     # The fence locks the run's row first, so a link deciding now waits for this commit.
-    fenced = _begin_fenced(claim)
+    fenced = _begin_with_logs(claim, logs)
     if fenced is None:
         return None
     conn, status = fenced
     state, payload, expires = _waitpoint_state(waitpoint_id)
-    if rows:
-        conn.execute(_INSERT_LOGS, rows)
     if state == "resumed":
         outcome.status, outcome.resume_data = "completed", payload
         _write_step(conn, claim, outcome)
@@ -139,8 +145,7 @@ def record_step_rerun(
 ) -> str | None:
     """The step called ``ctx.flow.rerun``: it executes again after ``delay`` seconds (at once
     if its resume link was used meanwhile), as execution ``runs + 1``."""
-    rows = _log_rows(claim, logs)
-    fenced = _begin_fenced(claim)
+    fenced = _begin_with_logs(claim, logs)
     if fenced is None:
         return None
     conn, status = fenced
@@ -148,8 +153,6 @@ def record_step_rerun(
     woken = state == "resumed"
     now = utcnow()
     wake = now if woken else now + timedelta(seconds=delay)
-    if rows:
-        conn.execute(_INSERT_LOGS, rows)
     outcome.status, outcome.sleep_reason = "sleeping", "rerun"
     outcome.runs, outcome.context, outcome.attempts = outcome.runs + 1, context, 0
     _write_step(conn, claim, outcome)
@@ -169,13 +172,10 @@ def record_step_waiting(
 ) -> str | None:
     """The step called ``ctx.wait``: it executes again from the top at ``until``, as the same
     execution (same ``runs`` and attempt)."""
-    rows = _log_rows(claim, logs)
-    fenced = _begin_fenced(claim)
+    fenced = _begin_with_logs(claim, logs)
     if fenced is None:
         return None
     conn = fenced[0]
-    if rows:
-        conn.execute(_INSERT_LOGS, rows)
     outcome.status, outcome.sleep_reason = "sleeping", "wait"
     _write_step(conn, claim, outcome)
     _park(claim, outcome, "sleeping", until, outcome.position)
@@ -216,17 +216,13 @@ def apply_waitpoint(waitpoint_id: str) -> Run | None:
         update(Run).where(Run.id == run_id).values(updated_at=now).returning(Run.status)
     ).scalar()
     due = False
+    this_step = update(StepRun).where(StepRun.run_id == run_id, StepRun.name == step)
     if kind == "suspend":
         moved = changed_rows(
             db.session.execute(
-                update(StepRun)
-                .where(
-                    StepRun.run_id == run_id,
-                    StepRun.name == step,
-                    StepRun.status == "suspended",
-                    StepRun.runs == runs,
+                this_step.where(StepRun.status == "suspended", StepRun.runs == runs).values(
+                    status="completed", resume_data=payload, timed_out=state == "timed_out"
                 )
-                .values(status="completed", resume_data=payload, timed_out=state == "timed_out")
             )
         )
         if moved:
@@ -248,15 +244,11 @@ def apply_waitpoint(waitpoint_id: str) -> Run | None:
     else:
         moved = changed_rows(
             db.session.execute(
-                update(StepRun)
-                .where(
-                    StepRun.run_id == run_id,
-                    StepRun.name == step,
+                this_step.where(
                     StepRun.runs == runs + 1,
                     StepRun.status == "sleeping",
                     StepRun.sleep_reason == "rerun",
-                )
-                .values(callback_request=payload)
+                ).values(callback_request=payload)
             )
         )
         if moved:
