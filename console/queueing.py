@@ -101,7 +101,7 @@ BULK_JOB = "workers.bulk.run_bulk_action"
 
 
 def enqueue_bulk(bulk_id: str) -> None:
-    """Put a bulk action (``console.bulk``) on the run queue; a worker applies it."""
+    """Put a bulk action (``console.runs.bulk``) on the run queue; a worker applies it."""
     run_queue().enqueue(
         BULK_JOB,
         bulk_id,
