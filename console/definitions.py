@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from . import scheduling, stepkinds
 from .errors import Conflict, ValidationFailed
 from .extensions import db, write_transaction
-from .models import Workflow, WorkflowVersion
+from .models import ACTIVE, Run, Workflow, WorkflowVersion
 from .text import nul_problems, text_problem
 from .timeutil import utcnow
 
@@ -415,3 +415,19 @@ def export_definition(version: WorkflowVersion) -> dict[str, Any]:
         scheduling.schedule_definition(s) for s in scheduling.schedules_of(version.workflow_id)
     ]
     return data
+
+
+def delete_version(version: WorkflowVersion) -> None:
+    """Mark a version deleted (the runs that used it keep it); refused while one is active."""
+    write_transaction()
+    active = db.session.scalar(
+        select(Run.id).where(Run.version_id == version.id, Run.status.in_(tuple(ACTIVE))).limit(1)
+    )
+    if active is not None:
+        db.session.rollback()
+        raise Conflict(
+            f"Version {version.label!r} is used by active runs (e.g. {active}); "
+            "cancel or finish them first"
+        )
+    version.deleted_at = utcnow()
+    db.session.commit()

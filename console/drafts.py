@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .definitions import NAME_RE, STEP_DEFAULTS, normalise, save_workflow, snake_case
 from .errors import Conflict, ValidationFailed
-from .extensions import db, write_transaction
+from .extensions import changed_rows, db, write_transaction
 from .models import Workflow, WorkflowVersion
 from .timeutil import isoformat, utcnow
 
@@ -118,7 +118,7 @@ def _bump(workflow: Workflow, base_revision: int, user: str | None, **values: An
     ``base_revision``. Returns the new revision; raises StaleDraft otherwise."""
     now = utcnow()
     write_transaction()
-    changed = db.session.execute(
+    result = db.session.execute(
         update(Workflow)
         .where(Workflow.id == workflow.id, Workflow.draft_revision == base_revision)
         .values(
@@ -129,7 +129,8 @@ def _bump(workflow: Workflow, base_revision: int, user: str | None, **values: An
             **values,
         )
         .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    )
+    changed = changed_rows(result)
     if not changed:
         raise _stale(workflow)
     db.session.commit()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from flask_htmx import HTMX
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -10,7 +12,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 
 # Named constraints keep migrations identical on SQLite and PostgreSQL.
 metadata = MetaData(
@@ -72,3 +74,10 @@ def write_transaction() -> Connection:
     if db.engine.dialect.name == "sqlite":
         return db.session.connection(execution_options={"sqlite_immediate": True})
     return db.session.connection()
+
+
+def changed_rows(result: Result[Any]) -> int:
+    """How many rows an UPDATE changed: what a conditional transition reads to know whether it
+    won. ``Session.execute`` is typed as returning ``Result``, which hides the ``rowcount``
+    of the ``CursorResult`` an UPDATE gives."""
+    return cast("CursorResult[Any]", result).rowcount

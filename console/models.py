@@ -376,7 +376,7 @@ class ScheduleFire(db.Model):  # type: ignore[name-defined]
 
 
 class BulkAction(db.Model):  # type: ignore[name-defined]
-    """A bulk pause, resume or cancel too large for one request (``console.bulk``): a worker
+    """A bulk pause, resume or cancel too large for one request (``console.runs.bulk``): a worker
     applies it batch by batch, each run through its own transition, and records its progress
     here for the page that started it."""
 

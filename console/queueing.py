@@ -16,7 +16,7 @@ from flask import current_app
 from rq import Queue
 from sqlalchemy import update
 
-from .extensions import db, write_transaction
+from .extensions import changed_rows, db, write_transaction
 from .models import TERMINAL, Run
 from .redis_server import ensure_embedded
 from .timeutil import utcnow
@@ -63,11 +63,12 @@ def enqueue_run(run_id: str) -> str | None:
     """
     job_id = f"run-{run_id}-{uuid.uuid4().hex[:8]}"
     write_transaction()
-    recorded = db.session.execute(
+    result = db.session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status.not_in(tuple(TERMINAL)))
         .values(job_id=job_id, enqueued_at=utcnow())
-    ).rowcount  # type: ignore[attr-defined]
+    )
+    recorded = changed_rows(result)
     db.session.commit()
     if not recorded:
         return None  # canceled or finished meanwhile: nothing is enqueued after a cancel
@@ -100,7 +101,7 @@ BULK_JOB = "workers.bulk.run_bulk_action"
 
 
 def enqueue_bulk(bulk_id: str) -> None:
-    """Put a bulk action (``console.bulk``) on the run queue; a worker applies it."""
+    """Put a bulk action (``console.runs.bulk``) on the run queue; a worker applies it."""
     run_queue().enqueue(
         BULK_JOB,
         bulk_id,

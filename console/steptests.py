@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import delete, select, update
 
 from .errors import NotFound
-from .extensions import db, write_transaction
+from .extensions import changed_rows, db, write_transaction
 from .models import StepTest, Workflow
 from .queueing import enqueue_step_test
 from .runs import input_problems
@@ -148,12 +148,13 @@ def _prune(workflow_id: int, step_name: str) -> None:
 
 def claim_step_test(test_id: str) -> bool:
     write_transaction()
-    claimed = db.session.execute(
+    result = db.session.execute(
         update(StepTest)
         .where(StepTest.id == test_id, StepTest.status == "queued")
         .values(status="running")
         .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    )
+    claimed = changed_rows(result)
     db.session.commit()
     return bool(claimed)
 
@@ -182,11 +183,12 @@ def finish_step_test(
     if notes is not None:
         values["notes"] = notes
     write_transaction()
-    done = db.session.execute(
+    result = db.session.execute(
         update(StepTest)
         .where(StepTest.id == test_id, StepTest.status == ("running" if claimed else "queued"))
         .values(**values)
         .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    )
+    done = changed_rows(result)
     db.session.commit()
     return bool(done)

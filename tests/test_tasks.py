@@ -396,10 +396,10 @@ def test_the_approvals_poll_tells_of_runs_that_started_waiting_since(
 def test_a_large_bulk_action_runs_on_a_worker_with_progress(
     app, client, operator, define, work, monkeypatch
 ):
-    from console import bulk
+    from console.runs import bulk
 
     monkeypatch.setitem(app.config, "BULK_INLINE_MAX", 2)
-    monkeypatch.setattr(domain, "BULK_BATCH", 2)
+    monkeypatch.setattr(bulk, "BULK_BATCH", 2)
     wf = define("approval", APPROVAL)
     waiting = [domain.start_run(wf, {})[0].id for _ in range(5)]
     work(until=lambda: all(status_of(r) == "suspended" for r in waiting))

@@ -1,8 +1,8 @@
-"""The bulk-action job (run queue): applies one ``console.bulk`` action, recording progress."""
+"""The bulk-action job (run queue): applies one ``console.runs.bulk`` action, recording progress."""
 
 from __future__ import annotations
 
-from console import bulk
+from console.runs import bulk
 
 from .app import job_context
 

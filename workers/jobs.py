@@ -20,15 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from jsonschema import Draft202012Validator
-from sqlalchemy import String, bindparam, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from console import runs as domain
 from console.extensions import db
 from console.links import Links, links_for
 from console.mail import normalise_recipients, send_recorded
-from console.models import OutboxMessage, Run, StepRun, TaskResult, WorkflowVersion
+from console.models import Run, WorkflowVersion
 from console.timeutil import utcnow
 
 from .app import get_app, job_context
@@ -72,7 +71,7 @@ def warm_up() -> None:
         domain.record_step_completed(nobody, outcome, 1, [])
         domain.record_task(nobody, "-", "-", None, [])
         domain.finish_run(nobody, "completed")
-        for stmt in (_LOAD_RUN, _LOAD_STEPS, _LOAD_TASKS, _LOAD_SENT):
+        for stmt in domain.REPLAY_READS:
             db.session.execute(stmt, {"b_id": nobody.run_id}).all()
         db.session.commit()
         db.session.remove()
@@ -118,28 +117,6 @@ class Heartbeat:
                         domain.renew_lease(conn, self.claim.run_id, self.claim.owner, self.lease)
             except Exception:  # a missed beat is survivable; the next one retries
                 log.exception("lease renewal failed for run %s", self.claim.run_id)
-
-
-_B_ID = bindparam("b_id", type_=String())
-_LOAD_RUN = select(Run.id, Run.input, Run.version_id).where(Run.id == _B_ID)
-_LOAD_STEPS = select(
-    StepRun.name,
-    StepRun.status,
-    StepRun.output,
-    StepRun.resume_data,
-    StepRun.timed_out,
-    StepRun.attempts,
-    StepRun.runs,
-    StepRun.sleep_reason,
-    StepRun.context,
-    StepRun.callback_request,
-).where(StepRun.run_id == _B_ID)
-_LOAD_SENT = select(OutboxMessage.step_name, OutboxMessage.runs, OutboxMessage.seq).where(
-    OutboxMessage.run_id == _B_ID, OutboxMessage.status != "failed"
-)
-_LOAD_TASKS = select(TaskResult.step_name, TaskResult.key, TaskResult.result).where(
-    TaskResult.run_id == _B_ID
-)
 
 
 @dataclass(frozen=True)
@@ -276,17 +253,11 @@ class Runner:
     # ----------------------------------------------------------------------------------
     def drive(self, claim: domain.Claim, heartbeat: Heartbeat) -> tuple[str | None, bool]:
         """Execute the run's remaining steps. Returns (status, whether to claim again)."""
-        run = db.session.execute(_LOAD_RUN, {"b_id": self.run_id}).one()
+        replay = domain.load_replay(self.run_id)
+        run, rows, tasks, sent = replay.run, replay.steps, replay.tasks, replay.sent
         version = load_version(run.version_id)
         definition = version.definition
         steps = definition["steps"]
-        # The whole replay state in two queries: step checkpoints and task results. Plain
-        # rows, not ORM objects, so that nothing reloads after the commit below.
-        rows = {r.name: r for r in db.session.execute(_LOAD_STEPS, {"b_id": run.id})}
-        tasks: dict[str, dict[str, Any]] = {}
-        for t in db.session.execute(_LOAD_TASKS, {"b_id": run.id}):
-            tasks.setdefault(t.step_name, {})[t.key] = t.result
-        sent = {tuple(r) for r in db.session.execute(_LOAD_SENT, {"b_id": run.id})}
         results: dict[str, StepResult] = {}
         run_input = run.input or {}
         output: Any = None
@@ -461,18 +432,9 @@ class Runner:
     ) -> str | None:
         """End the run with its output, checked against the output schema (also after
         ``ctx.flow.exit``, whose remaining steps are ``skipped``)."""
-        schema = definition.get("output_schema")
-        if schema:
-            validator = Draft202012Validator(
-                schema, format_checker=Draft202012Validator.FORMAT_CHECKER
-            )
-            problems = [
-                f"{'/' + '/'.join(str(p) for p in e.absolute_path)}: {e.message}"
-                for e in validator.iter_errors(output)
-            ]
-            if problems:
-                error = "The run's output does not match the output schema:\n" + "\n".join(problems)
-                ok = domain.finish_run(claim, "failed", output=output, error=error, skipped=skipped)
-                return "failed" if ok else None
+        error = domain.output_error(definition.get("output_schema"), output)
+        if error is not None:
+            ok = domain.finish_run(claim, "failed", output=output, error=error, skipped=skipped)
+            return "failed" if ok else None
         ok = domain.finish_run(claim, "completed", output=output, skipped=skipped)
         return "completed" if ok else None

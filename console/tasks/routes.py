@@ -11,11 +11,11 @@ from typing import Any
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import bulk as bulk_actions
 from .. import runs as domain
 from ..auth import role
 from ..errors import ConsoleError, NotFound
 from ..main.routes import safe_next
+from ..runs import bulk as bulk_actions
 from ..timeutil import isoformat, utcnow
 from . import bp, queries
 from .forms import ActionForm, BulkForm

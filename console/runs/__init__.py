@@ -1,0 +1,134 @@
+"""The run state machine (SPEC §3): this package is still the only place a run's or a step's
+status changes.
+
+Every transition is one conditional UPDATE (``... WHERE status IN (allowed)``), so concurrent
+actions resolve to one winner. Worker-side transitions are additionally fenced by the lease
+owner: a worker that lost its lease (it was presumed dead and another took over) can record
+nothing.
+
+- ``start``: the workflow and version a request names, input checks, starting a run.
+- ``actions``: pause, resume, cancel (the one ``ACTIONS`` table), Approve/Reject.
+- ``checkpoints``: the worker's claim, lease and fenced records, and the replay reads.
+- ``waits``: waitpoints (suspend, rerun, ``ctx.wait``) and what their links do.
+- ``bulk``: actions on many runs, and those a worker applies in the background.
+
+Callers import from here (``from console import runs``); the modules import each other in
+that order, ``waits`` reaching back to ``actions`` only for a cancel link.
+"""
+
+from ..definitions import delete_version
+from .actions import (
+    ACTIONS,
+    PAUSABLE,
+    Decision,
+    allowed_actions,
+    cancel_run,
+    decide_run,
+    pause_run,
+    resume_run,
+    run_action,
+)
+from .bulk import BULK_BATCH, BULK_FROM, BulkResult, RunFilter, bulk_act, id_bound
+from .checkpoints import (
+    CANCELED_WHILE_RUNNING,
+    REPLAY_READS,
+    Claim,
+    Replay,
+    StepOutcome,
+    claim_run,
+    continue_after_boundary,
+    finish_run,
+    load_replay,
+    output_error,
+    record_email,
+    record_step_canceled,
+    record_step_completed,
+    record_step_failed,
+    record_task,
+    release_run,
+    renew_lease,
+    rerun_callback,
+)
+from .start import (
+    IDEMPOTENCY_WINDOW,
+    MAX_IDEMPOTENCY_KEY,
+    get_run,
+    get_version,
+    get_workflow,
+    input_problems,
+    new_run,
+    schema_problems,
+    start_run,
+)
+from .waits import (
+    LINK_STATES,
+    LinkAnswer,
+    act_on_link,
+    act_on_waitpoint,
+    apply_waitpoint,
+    find_waitpoint,
+    open_links,
+    open_waitpoint,
+    record_step_rerun,
+    record_step_suspended,
+    record_step_waiting,
+    settle_waits,
+)
+
+__all__ = [
+    "ACTIONS",
+    "BULK_BATCH",
+    "BULK_FROM",
+    "CANCELED_WHILE_RUNNING",
+    "IDEMPOTENCY_WINDOW",
+    "LINK_STATES",
+    "MAX_IDEMPOTENCY_KEY",
+    "PAUSABLE",
+    "REPLAY_READS",
+    "BulkResult",
+    "Claim",
+    "Decision",
+    "LinkAnswer",
+    "Replay",
+    "RunFilter",
+    "StepOutcome",
+    "act_on_link",
+    "act_on_waitpoint",
+    "allowed_actions",
+    "apply_waitpoint",
+    "bulk_act",
+    "cancel_run",
+    "claim_run",
+    "continue_after_boundary",
+    "decide_run",
+    "delete_version",
+    "find_waitpoint",
+    "finish_run",
+    "get_run",
+    "get_version",
+    "get_workflow",
+    "id_bound",
+    "input_problems",
+    "load_replay",
+    "new_run",
+    "open_links",
+    "open_waitpoint",
+    "output_error",
+    "pause_run",
+    "record_email",
+    "record_step_canceled",
+    "record_step_completed",
+    "record_step_failed",
+    "record_step_rerun",
+    "record_step_suspended",
+    "record_step_waiting",
+    "record_task",
+    "release_run",
+    "renew_lease",
+    "rerun_callback",
+    "resume_run",
+    "run_action",
+    "schema_problems",
+    "settle_waits",
+    "start_run",
+]
