@@ -6,7 +6,8 @@ revision is refused naming who saved in between, so nobody's edit is overwritten
 Publishing goes through ``console.definitions.save_workflow``. Schedules are not part of a
 draft: they are workflow-level state with a tab of their own.
 
-Also here: the diff between two definitions (a version and another, or the draft).
+Also here: the editor's edits of a draft's steps (add, delete, move, order, convert) and the
+diff between two definitions (a version and another, or the draft).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from .definitions import NAME_RE, STEP_DEFAULTS, normalise, save_workflow, snake_case
-from .errors import Conflict, ValidationFailed
+from .errors import Conflict, NotFound, ValidationFailed
 from .extensions import db, write_transaction
 from .models import Workflow, WorkflowVersion
 from .timeutil import isoformat, utcnow
@@ -175,6 +176,80 @@ def publish_draft(
         data, workflow.name, publish=True, note=note.strip(), user=user
     )
     return version, published
+
+
+# ------------------------------------------------------------------------- the step edits
+# The editor's buttons on one step: each reads the draft, changes its steps and saves it whole
+# (StaleDraft when the page was drawn from an older revision). The views have checked that the
+# step exists (an unknown one is a conflict or a 404 to them); here it is NotFound.
+
+
+def _position(definition: dict[str, Any], step: str) -> int:
+    for index, item in enumerate(definition["steps"]):
+        if item["name"] == step:
+            return index
+    raise NotFound(f"There is no step {step!r}")
+
+
+def add_step(
+    workflow: Workflow, step: dict[str, Any], position: int, base_revision: int, user: str | None
+) -> dict[str, Any]:
+    """Insert ``step`` at ``position`` (the end when past it); returns the saved draft."""
+    definition = editable_definition(workflow)
+    definition["steps"].insert(min(position, len(definition["steps"])), step)
+    save_draft(workflow, definition, base_revision, user)
+    return definition
+
+
+def delete_step(
+    workflow: Workflow, step: str, base_revision: int, user: str | None
+) -> dict[str, Any]:
+    definition = editable_definition(workflow)
+    del definition["steps"][_position(definition, step)]
+    save_draft(workflow, definition, base_revision, user)
+    return definition
+
+
+def move_step(
+    workflow: Workflow, step: str, direction: str, base_revision: int, user: str | None
+) -> dict[str, Any]:
+    """One place ``up`` or down; the first step up (the last down) stays and nothing is saved."""
+    definition = editable_definition(workflow)
+    index = _position(definition, step)
+    target = index - 1 if direction == "up" else index + 1
+    steps = definition["steps"]
+    if 0 <= target < len(steps):
+        steps[index], steps[target] = steps[target], steps[index]
+        save_draft(workflow, definition, base_revision, user)
+    return definition
+
+
+def order_steps(
+    workflow: Workflow, order: list[str], base_revision: int, user: str | None
+) -> dict[str, Any]:
+    """The steps in the order of their names (after a drag). The same names in another order
+    only: a step added, renamed or deleted since the page was drawn is a Conflict."""
+    definition = editable_definition(workflow)
+    by_name = {s["name"]: s for s in definition["steps"]}
+    if sorted(order) != sorted(by_name):
+        raise Conflict("The steps changed since this page was loaded; reload it.")
+    if order == list(by_name):
+        return definition  # dropped where it was: nothing changes
+    definition["steps"] = [by_name[n] for n in order]
+    save_draft(workflow, definition, base_revision, user)
+    return definition
+
+
+def convert_step(
+    workflow: Workflow, step: str, base_revision: int, user: str | None
+) -> dict[str, Any]:
+    """A built-in kind becomes an ordinary code step with the code it generated."""
+    definition = editable_definition(workflow)
+    current = definition["steps"][_position(definition, step)]
+    current.pop("kind", None)
+    current.pop("config", None)
+    save_draft(workflow, definition, base_revision, user)
+    return definition
 
 
 # ------------------------------------------------------------------------------- the diff

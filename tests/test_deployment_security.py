@@ -23,7 +23,6 @@ import requests
 from console import create_app
 from console.access_log import redact
 from console.auth import create_user
-from console.cli import web_command
 from tests.conftest import ROOT, free_port, wait_for
 from tests.support import log_in
 from tests.test_links import (
@@ -38,6 +37,7 @@ from tests.test_links import (
     step_of,
     suspended_runs,
 )
+from workers.supervisor import web_command
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

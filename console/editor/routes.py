@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -23,13 +24,14 @@ from sqlalchemy import func, select
 from .. import drafts, steptests
 from ..auth import role
 from ..definitions import export_definition, save_workflow
-from ..errors import ConsoleError, NotFound, ValidationFailed
+from ..errors import Conflict, ConsoleError, NotFound, ValidationFailed
 from ..extensions import db
 from ..jsonbody import parse_json
 from ..main.forms import EmptyForm
 from ..models import ACTIVE, Run, Workflow, WorkflowVersion
 from ..runs import delete_version, get_version, start_run
 from ..serialize import active_runs_by_version
+from ..web import form_errors, is_htmx
 from ..webhooks import webhook_url
 from . import bp
 from .cards import Card, kind_form, kinds, new_step, read_card, sample_text
@@ -63,10 +65,6 @@ def load(name: str) -> Workflow:
 
 def actor() -> str:
     return str(current_user.email)
-
-
-def is_htmx() -> bool:
-    return bool(request.headers.get("HX-Request"))
 
 
 def step_index(definition: dict[str, Any], step: str, workflow: Workflow | None = None) -> int:
@@ -231,9 +229,8 @@ def index() -> Any:
 def create() -> Any:
     form = NewWorkflowForm()
     if not form.validate_on_submit():
-        for field_errors in form.errors.values():
-            for message in field_errors:
-                flash(message, "error")
+        for message in form_errors(form):
+            flash(message, "error")
         return redirect(url_for("editor.index"))
     try:
         workflow = drafts.create_workflow(form.title.data, form.name.data, actor())
@@ -260,6 +257,18 @@ def _save(workflow: Workflow, definition: dict[str, Any], form: RevisionForm) ->
     return drafts.save_draft(workflow, definition, form.base_revision(), actor())
 
 
+def edit_steps(
+    workflow: Workflow, edit: Callable[..., dict[str, Any]], form: RevisionForm, *args: Any
+) -> dict[str, Any]:
+    """One of ``console.drafts``' step edits, by this person on the revision the page shows.
+    A draft saved since (StaleDraft) or steps that no longer match (a Conflict) answer
+    ``refused``."""
+    try:
+        return edit(workflow, *args, form.base_revision(), actor())
+    except Conflict as exc:
+        abort(make_response(refused(workflow, exc.message)))
+
+
 @bp.post("/workflows/<name>/steps")
 @role("editor")
 def add_step(name: str) -> Any:
@@ -273,12 +282,7 @@ def add_step(name: str) -> Any:
         step = new_step(form.kind.data or "code", taken)
     except KeyError:
         return refused(workflow, f"Unknown step kind {form.kind.data!r}.", 422)
-    position = min(form.position.data or 0, len(definition["steps"]))
-    definition["steps"].insert(position, step)
-    try:
-        _save(workflow, definition, form)
-    except drafts.StaleDraft as stale:
-        return refused(workflow, stale.message)
+    edit_steps(workflow, drafts.add_step, form, step, form.position.data or 0)
     return pipeline_response(workflow, focus=f"#step-{step['name']} [name=name]")
 
 
@@ -343,14 +347,8 @@ def preview_step(name: str, step: str) -> Any:
 def delete_step(name: str, step: str) -> Any:
     workflow = load(name)
     form = RevisionForm()
-    definition = _draft(workflow)
-    index = step_index(definition, step, workflow)
-    del definition["steps"][index]
-    try:
-        _save(workflow, definition, form)
-    except drafts.StaleDraft as stale:
-        return refused(workflow, stale.message)
-    remaining = definition["steps"]
+    index = step_index(_draft(workflow), step, workflow)
+    remaining = edit_steps(workflow, drafts.delete_step, form, step)["steps"]
     focus = f"#step-{remaining[min(index, len(remaining) - 1)]['name']}" if remaining else None
     return pipeline_response(workflow, focus=focus and focus + " .card-title")
 
@@ -360,16 +358,8 @@ def delete_step(name: str, step: str) -> Any:
 def move_step(name: str, step: str) -> Any:
     workflow = load(name)
     form = MoveForm()
-    definition = _draft(workflow)
-    index = step_index(definition, step, workflow)
-    target = index - 1 if form.direction.data == "up" else index + 1
-    steps = definition["steps"]
-    if 0 <= target < len(steps):
-        steps[index], steps[target] = steps[target], steps[index]
-        try:
-            _save(workflow, definition, form)
-        except drafts.StaleDraft as stale:
-            return refused(workflow, stale.message)
+    step_index(_draft(workflow), step, workflow)
+    edit_steps(workflow, drafts.move_step, form, step, form.direction.data)
     button = "move-up" if form.direction.data == "up" else "move-down"
     return pipeline_response(workflow, focus=f"#step-{step} .{button}")
 
@@ -380,18 +370,7 @@ def order_steps(name: str) -> Any:
     """The order after a drag (SortableJS posts every step's name in its new place)."""
     workflow = load(name)
     form = OrderForm()
-    definition = _draft(workflow)
-    order = request.form.getlist("order")
-    by_name = {s["name"]: s for s in definition["steps"]}
-    if sorted(order) != sorted(by_name):
-        return refused(workflow, "The steps changed since this page was loaded; reload it.")
-    if order == list(by_name):
-        return pipeline_response(workflow)  # dropped where it was: nothing changes
-    definition["steps"] = [by_name[n] for n in order]
-    try:
-        _save(workflow, definition, form)
-    except drafts.StaleDraft as stale:
-        return refused(workflow, stale.message)
+    edit_steps(workflow, drafts.order_steps, form, request.form.getlist("order"))
     return pipeline_response(workflow)
 
 
@@ -401,15 +380,8 @@ def convert_step(name: str, step: str) -> Any:
     """A built-in kind becomes an ordinary code step with the code it generated."""
     workflow = load(name)
     form = RevisionForm()
-    definition = _draft(workflow)
-    index = step_index(definition, step, workflow)
-    current = definition["steps"][index]
-    current.pop("kind", None)
-    current.pop("config", None)
-    try:
-        _save(workflow, definition, form)
-    except drafts.StaleDraft as stale:
-        return refused(workflow, stale.message)
+    step_index(_draft(workflow), step, workflow)
+    edit_steps(workflow, drafts.convert_step, form, step)
     return pipeline_response(workflow, focus=f"#step-{step} .card-title")
 
 
@@ -706,9 +678,9 @@ def start(name: str) -> Any:
             except ValidationFailed as exc:
                 problems = _attach_problems(form, specs, exc.details)
             else:
-                return redirect(url_for("main.run_page", run_id=run.id))
+                return redirect(url_for("tasks.run_page", run_id=run.id))
     elif form.errors:
-        problems = [m for ms in form.errors.values() for m in ms]
+        problems = form_errors(form)
     return (
         render_template(
             "editor/run.html",
