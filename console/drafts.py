@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import wraps
 from itertools import zip_longest
 from typing import Any
 
@@ -28,6 +30,7 @@ from .extensions import db, write_transaction
 from .models import Workflow, WorkflowVersion
 from .timeutil import isoformat, utcnow
 
+Steps = list[dict[str, Any]]
 DRAFT_KEYS = ("name", "title", "description", "input_schema", "output_schema", "steps")
 STEP_SETTINGS = tuple(STEP_DEFAULTS)
 
@@ -179,77 +182,80 @@ def publish_draft(
 
 
 # ------------------------------------------------------------------------- the step edits
-# The editor's buttons on one step: each reads the draft, changes its steps and saves it whole
-# (StaleDraft when the page was drawn from an older revision). The views have checked that the
-# step exists (an unknown one is a conflict or a 404 to them); here it is NotFound.
 
 
-def _position(definition: dict[str, Any], step: str) -> int:
-    for index, item in enumerate(definition["steps"]):
+def step_edit(
+    change: Callable[..., Steps | None],
+) -> Callable[..., dict[str, Any]]:
+    """One of the editor's buttons on the steps, from ``change(steps, *args)`` (the new steps,
+    or None when nothing changes): the edit reads the draft, changes its steps and saves it
+    whole (StaleDraft when ``base_revision`` is not the latest); it returns the draft."""
+
+    @wraps(change)
+    def edit(
+        workflow: Workflow, *args: Any, base_revision: int, user: str | None
+    ) -> dict[str, Any]:
+        definition = editable_definition(workflow)
+        steps = change(definition["steps"], *args)
+        if steps is not None:
+            definition["steps"] = steps
+            save_draft(workflow, definition, base_revision, user)
+        return definition
+
+    return edit
+
+
+def _position(steps: Steps, step: str) -> int:
+    # The views have checked that the step exists (an unknown one is a conflict or a 404).
+    for index, item in enumerate(steps):
         if item["name"] == step:
             return index
     raise NotFound(f"There is no step {step!r}")
 
 
-def add_step(
-    workflow: Workflow, step: dict[str, Any], position: int, base_revision: int, user: str | None
-) -> dict[str, Any]:
-    """Insert ``step`` at ``position`` (the end when past it); returns the saved draft."""
-    definition = editable_definition(workflow)
-    definition["steps"].insert(min(position, len(definition["steps"])), step)
-    save_draft(workflow, definition, base_revision, user)
-    return definition
+@step_edit
+def add_step(steps: Steps, new: dict[str, Any], position: int) -> Steps | None:
+    """Insert ``new`` at ``position`` (at the end when past it)."""
+    steps.insert(min(position, len(steps)), new)
+    return steps
 
 
-def delete_step(
-    workflow: Workflow, step: str, base_revision: int, user: str | None
-) -> dict[str, Any]:
-    definition = editable_definition(workflow)
-    del definition["steps"][_position(definition, step)]
-    save_draft(workflow, definition, base_revision, user)
-    return definition
+@step_edit
+def delete_step(steps: Steps, step: str) -> Steps | None:
+    del steps[_position(steps, step)]
+    return steps
 
 
-def move_step(
-    workflow: Workflow, step: str, direction: str, base_revision: int, user: str | None
-) -> dict[str, Any]:
+@step_edit
+def move_step(steps: Steps, step: str, direction: str) -> Steps | None:
     """One place ``up`` or down; the first step up (the last down) stays and nothing is saved."""
-    definition = editable_definition(workflow)
-    index = _position(definition, step)
+    index = _position(steps, step)
     target = index - 1 if direction == "up" else index + 1
-    steps = definition["steps"]
-    if 0 <= target < len(steps):
-        steps[index], steps[target] = steps[target], steps[index]
-        save_draft(workflow, definition, base_revision, user)
-    return definition
+    if not 0 <= target < len(steps):
+        return None
+    steps[index], steps[target] = steps[target], steps[index]
+    return steps
 
 
-def order_steps(
-    workflow: Workflow, order: list[str], base_revision: int, user: str | None
-) -> dict[str, Any]:
+@step_edit
+def order_steps(steps: Steps, order: list[str]) -> Steps | None:
     """The steps in the order of their names (after a drag). The same names in another order
     only: a step added, renamed or deleted since the page was drawn is a Conflict."""
-    definition = editable_definition(workflow)
-    by_name = {s["name"]: s for s in definition["steps"]}
+    by_name = {s["name"]: s for s in steps}
     if sorted(order) != sorted(by_name):
         raise Conflict("The steps changed since this page was loaded; reload it.")
     if order == list(by_name):
-        return definition  # dropped where it was: nothing changes
-    definition["steps"] = [by_name[n] for n in order]
-    save_draft(workflow, definition, base_revision, user)
-    return definition
+        return None  # dropped where it was: nothing changes
+    return [by_name[n] for n in order]
 
 
-def convert_step(
-    workflow: Workflow, step: str, base_revision: int, user: str | None
-) -> dict[str, Any]:
+@step_edit
+def convert_step(steps: Steps, step: str) -> Steps | None:
     """A built-in kind becomes an ordinary code step with the code it generated."""
-    definition = editable_definition(workflow)
-    current = definition["steps"][_position(definition, step)]
+    current = steps[_position(steps, step)]
     current.pop("kind", None)
     current.pop("config", None)
-    save_draft(workflow, definition, base_revision, user)
-    return definition
+    return steps
 
 
 # ------------------------------------------------------------------------------- the diff

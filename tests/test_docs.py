@@ -121,16 +121,11 @@ def test_every_api_route_is_documented(app: Flask):
     assert not missing, f"docs/api.md does not describe {missing}"
 
 
-def test_the_console_serves_every_page_with_working_links(app, client):
+def test_the_console_serves_every_page_with_working_links(app, client, auth):
     """``/docs/<page>`` renders docs/ for logged-in users; links between pages and their
     anchors lead to pages and headings that exist."""
-    from console.auth import create_user
-
-    from .support import log_in
-
     assert client.get("/docs/").status_code == 302  # login first
-    create_user("reader@example.com", "viewer", "s3cret-pass")
-    log_in(client, "reader@example.com", "s3cret-pass")
+    auth.login("viewer", "reader@example.com")
     index = client.get("/docs/").get_data(as_text=True)
     for page in PAGES:
         name = page.stem

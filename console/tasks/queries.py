@@ -1,5 +1,6 @@
 """The read side of the Tasks page: filters from the query string, a page of run cards by
-cursor, counts per status, the Approvals list and the live poll.
+cursor, counts per status, the Approvals list and the live poll (the run page's read is in
+``story``).
 
 Every query reads the ``runs`` table through an index (see ``RunFilter``) and only the
 columns a card shows; the workflow name, version label and step names of a card come from
