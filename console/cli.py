@@ -1,13 +1,9 @@
-"""Commands (SPEC §8): ``flask up``, workers, the scheduler, users, tokens, workflows, runs."""
+"""The domain commands (docs/commands.md): users, tokens, workflows, runs. The process
+commands (``flask up``, ``flask worker``, ``flask scheduler``) are in ``workers.cli``."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,13 +15,11 @@ from sqlalchemy import func, select
 
 from . import runs as domain
 from .auth import create_token, create_user, reset_password
-from .config import STACK_URL_FILE
 from .definitions import export_definition, normalise, save_workflow
 from .errors import ConsoleError, ValidationFailed
 from .extensions import db
 from .jsonbody import JSONRefused, parse_json
 from .models import ROLES, TERMINAL, User, Workflow
-from .redis_server import embedded_running, stop_embedded
 from .serialize import run_detail, workflow_summary
 
 users_cli = AppGroup("users", help="Manage console users.")
@@ -37,9 +31,6 @@ runs_cli = AppGroup("runs", help="Start and operate runs.")
 def init_app(app: Flask) -> None:
     for group in (users_cli, tokens_cli, workflows_cli, runs_cli):
         app.cli.add_command(group)
-    app.cli.add_command(up)
-    app.cli.add_command(worker)
-    app.cli.add_command(scheduler)
 
 
 def fail(exc: ConsoleError | ValueError) -> NoReturn:
@@ -107,6 +98,22 @@ def users_ensure_admin() -> None:
         return
     message = ensure_admin()
     click.echo(message or "Users exist; nothing to do.")
+
+
+def ensure_admin() -> str | None:
+    """With no user at all, create the first admin; return how to log in, once."""
+    if db.session.scalar(select(func.count()).select_from(User)):
+        return None
+    email = current_app.config.get("CONSOLE_ADMIN_EMAIL")
+    password = current_app.config.get("CONSOLE_ADMIN_PASSWORD")
+    if email and password:
+        create_user(email, "admin", password)
+        return f"Log in as {email} with the password from CONSOLE_ADMIN_PASSWORD."
+    user, generated = create_user("admin@localhost", "admin")
+    return (
+        f"Log in as {user.email} with password {generated}\n"
+        "  (shown once; create others with: flask users create EMAIL --role ROLE)"
+    )
 
 
 @tokens_cli.command("create")
@@ -307,168 +314,3 @@ for _name, _fn in domain.ACTIONS.items():
     runs_cli.command(_name, help=f"{_name.capitalize()} a run.")(
         click.argument("run_id")(_action(_fn))
     )
-
-
-# --------------------------------------------------------------------------- processes
-
-
-@click.command("worker")
-@click.option("--burst", is_flag=True, help="Quit when the queue is empty.")
-@click.option("--simple", is_flag=True, help="Execute jobs in this process (no fork).")
-@click.option("--name", default=None)
-def worker(burst: bool, simple: bool, name: str | None) -> None:
-    """An RQ worker for runs and the editor's step tests (the run queue first)."""
-    from workers.app import set_app
-    from workers.worker import ConsoleWorker, SimpleConsoleWorker, default_queues
-
-    from .queueing import get_redis
-
-    set_app(current_app._get_current_object())  # type: ignore[attr-defined]
-    conn = get_redis()
-    queues = default_queues(conn)
-    cls = SimpleConsoleWorker if simple else ConsoleWorker
-    db.session.remove()
-    db.engine.dispose()
-    cls(queues, connection=conn, name=name).work(burst=burst, logging_level="INFO")
-
-
-@click.command("scheduler")
-@click.option("--iterations", type=int, default=None, hidden=True)
-def scheduler(iterations: int | None) -> None:
-    """The scheduler process: cron fires, run timers and the reconciler."""
-    from workers.scheduler import SchedulerProcess
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
-    SchedulerProcess().run(iterations)
-
-
-def ensure_admin() -> str | None:
-    """With no user at all, create the first admin; return how to log in, once."""
-    if db.session.scalar(select(func.count()).select_from(User)):
-        return None
-    email = current_app.config.get("CONSOLE_ADMIN_EMAIL")
-    password = current_app.config.get("CONSOLE_ADMIN_PASSWORD")
-    if email and password:
-        create_user(email, "admin", password)
-        return f"Log in as {email} with the password from CONSOLE_ADMIN_PASSWORD."
-    user, generated = create_user("admin@localhost", "admin")
-    return (
-        f"Log in as {user.email} with password {generated}\n"
-        "  (shown once; create others with: flask users create EMAIL --role ROLE)"
-    )
-
-
-def how_to_log_in() -> str:
-    """What ``flask up`` prints: the first admin's password once, then how to get in."""
-    return ensure_admin() or (
-        "Log in with your account. A lost password: flask users password EMAIL prints a new one."
-    )
-
-
-def web_command(gunicorn: str, bind: str) -> list[str]:
-    """The web process, as the Procfile runs it: gunicorn's settings (the access log without
-    secrets, the control socket in the instance folder, keepalive) are in one module."""
-    return [gunicorn, "-c", "python:console.gunicorn_conf", "--bind", bind, "console:create_app()"]
-
-
-@click.command("up")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--workers", "worker_count", default=1, show_default=True)
-def up(host: str, worker_count: int) -> None:
-    """The whole stack on one machine: migrations, Redis, web, workers and the scheduler."""
-    from flask_migrate import upgrade
-
-    from .queueing import redis_url
-
-    app = current_app
-    port = app.config["PORT"]
-    # This stack's own URL (never one recorded by an earlier stack that did not stop cleanly).
-    base = (os.environ.get("BASE_URL", "").strip() or f"http://127.0.0.1:{port}").rstrip("/")
-    app.config["BASE_URL"] = base
-    upgrade()
-    # An embedded Redis that this command starts is stopped with it; one already running
-    # (another command's) is left alone.
-    owns_redis = not app.config.get("REDIS_URL") and not embedded_running(app.instance_path)
-    url = redis_url()
-    login = how_to_log_in()
-    try:
-        examples = import_examples()
-    except ConsoleError as exc:
-        examples = []
-        click.echo(f"Examples not imported: {exc.message}", err=True)
-    env = dict(os.environ, REDIS_URL=url, PORT=str(port), FLASK_APP="console", BASE_URL=base)
-    venv_bin = Path(sys.executable).parent
-    flask = [sys.executable, "-m", "flask", "--app", "console"]
-    commands = {
-        "web": web_command(str(venv_bin / "gunicorn"), f"{host}:{port}"),
-        "scheduler": flask + ["scheduler"],
-    }
-    for i in range(worker_count):
-        commands[f"worker.{i + 1}"] = flask + ["worker"]
-    supervisor = Supervisor(commands, env)
-    click.echo(f"Workflow console: {app.config['BASE_URL']}")
-    click.echo(login)
-    if examples:
-        click.echo(
-            f"Imported {len(examples)} example workflows into the empty database "
-            f"({', '.join(examples)}); see examples/ and the README."
-        )
-    click.echo(f"Redis: {url}  Database: {db.engine.url.render_as_string(hide_password=True)}")
-    click.echo("Press Ctrl+C to stop.")
-    db.session.remove()
-    # Commands run in another terminal print links to this stack (console.config).
-    stack_url = Path(app.instance_path) / STACK_URL_FILE
-    stack_url.write_text(app.config["BASE_URL"] + "\n")
-    try:
-        supervisor.run()
-    finally:
-        stack_url.unlink(missing_ok=True)
-        if owns_redis:
-            stop_embedded(app.instance_path)
-            click.echo("Stopped the embedded Redis; its data stays in the instance folder.")
-
-
-class Supervisor:
-    """Runs the stack's processes and restarts any that exits unexpectedly."""
-
-    def __init__(self, commands: dict[str, list[str]], env: dict[str, str]) -> None:
-        self.commands = commands
-        self.env = env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.restarts: dict[str, list[float]] = {name: [] for name in commands}
-        self.stopping = False
-
-    def start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen(self.commands[name], env=self.env)
-
-    def stop(self, *_: Any) -> None:
-        self.stopping = True
-
-    def run(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        for name in self.commands:
-            self.start(name)
-        try:
-            while not self.stopping:
-                time.sleep(0.5)
-                for name, proc in list(self.procs.items()):
-                    code = proc.poll()
-                    if code is None or self.stopping:
-                        continue
-                    recent = [t for t in self.restarts[name] if time.monotonic() - t < 60]
-                    delay = min(30, 2 ** len(recent))
-                    click.echo(f"{name} exited with {code}; restarting in {delay}s", err=True)
-                    time.sleep(delay)
-                    self.restarts[name] = recent + [time.monotonic()]
-                    self.start(name)
-        finally:
-            for proc in self.procs.values():
-                if proc.poll() is None:
-                    proc.terminate()
-            deadline = time.monotonic() + 20
-            for proc in self.procs.values():
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()

@@ -6,15 +6,18 @@ revision is refused naming who saved in between, so nobody's edit is overwritten
 Publishing goes through ``console.definitions.save_workflow``. Schedules are not part of a
 draft: they are workflow-level state with a tab of their own.
 
-Also here: the diff between two definitions (a version and another, or the draft).
+Also here: the editor's edits of a draft's steps (add, delete, move, order, convert) and the
+diff between two definitions (a version and another, or the draft).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import wraps
 from itertools import zip_longest
 from typing import Any
 
@@ -22,11 +25,12 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from .definitions import NAME_RE, STEP_DEFAULTS, normalise, save_workflow, snake_case
-from .errors import Conflict, ValidationFailed
+from .errors import Conflict, NotFound, ValidationFailed
 from .extensions import changed_rows, db, write_transaction
 from .models import Workflow, WorkflowVersion
 from .timeutil import isoformat, utcnow
 
+Steps = list[dict[str, Any]]
 DRAFT_KEYS = ("name", "title", "description", "input_schema", "output_schema", "steps")
 STEP_SETTINGS = tuple(STEP_DEFAULTS)
 
@@ -176,6 +180,83 @@ def publish_draft(
         data, workflow.name, publish=True, note=note.strip(), user=user
     )
     return version, published
+
+
+# ------------------------------------------------------------------------- the step edits
+
+
+def step_edit(
+    change: Callable[..., Steps | None],
+) -> Callable[..., dict[str, Any]]:
+    """One of the editor's buttons on the steps, from ``change(steps, *args)`` (the new steps,
+    or None when nothing changes): the edit reads the draft, changes its steps and saves it
+    whole (StaleDraft when ``base_revision`` is not the latest); it returns the draft."""
+
+    @wraps(change)
+    def edit(
+        workflow: Workflow, *args: Any, base_revision: int, user: str | None
+    ) -> dict[str, Any]:
+        definition = editable_definition(workflow)
+        steps = change(definition["steps"], *args)
+        if steps is not None:
+            definition["steps"] = steps
+            save_draft(workflow, definition, base_revision, user)
+        return definition
+
+    return edit
+
+
+def _position(steps: Steps, step: str) -> int:
+    # The views have checked that the step exists (an unknown one is a conflict or a 404).
+    for index, item in enumerate(steps):
+        if item["name"] == step:
+            return index
+    raise NotFound(f"There is no step {step!r}")
+
+
+@step_edit
+def add_step(steps: Steps, new: dict[str, Any], position: int) -> Steps | None:
+    """Insert ``new`` at ``position`` (at the end when past it)."""
+    steps.insert(min(position, len(steps)), new)
+    return steps
+
+
+@step_edit
+def delete_step(steps: Steps, step: str) -> Steps | None:
+    del steps[_position(steps, step)]
+    return steps
+
+
+@step_edit
+def move_step(steps: Steps, step: str, direction: str) -> Steps | None:
+    """One place ``up`` or down; the first step up (the last down) stays and nothing is saved."""
+    index = _position(steps, step)
+    target = index - 1 if direction == "up" else index + 1
+    if not 0 <= target < len(steps):
+        return None
+    steps[index], steps[target] = steps[target], steps[index]
+    return steps
+
+
+@step_edit
+def order_steps(steps: Steps, order: list[str]) -> Steps | None:
+    """The steps in the order of their names (after a drag). The same names in another order
+    only: a step added, renamed or deleted since the page was drawn is a Conflict."""
+    by_name = {s["name"]: s for s in steps}
+    if sorted(order) != sorted(by_name):
+        raise Conflict("The steps changed since this page was loaded; reload it.")
+    if order == list(by_name):
+        return None  # dropped where it was: nothing changes
+    return [by_name[n] for n in order]
+
+
+@step_edit
+def convert_step(steps: Steps, step: str) -> Steps | None:
+    """A built-in kind becomes an ordinary code step with the code it generated."""
+    current = steps[_position(steps, step)]
+    current.pop("kind", None)
+    current.pop("config", None)
+    return steps
 
 
 # ------------------------------------------------------------------------------- the diff

@@ -26,7 +26,3 @@ class NotFound(ConsoleError):
 
 class Conflict(ConsoleError):
     status = 409
-
-
-class Gone(ConsoleError):
-    status = 410

@@ -30,11 +30,12 @@ from console import create_app
 from console.auth import create_token, create_user
 from console.definitions import save_workflow
 from console.extensions import db
-from console.models import TERMINAL, Run
+from console.models import TERMINAL, Run, User
 from console.redis_server import ensure_embedded, stop_embedded
 from workers.app import set_app
 
 from .pgserver import PostgresServer
+from .support import log_in, step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,6 +152,39 @@ def runner(app: Flask) -> Any:
     return app.test_cli_runner()
 
 
+class Auth:
+    """Logs the test client in and out through the login form, as a person of a role.
+
+    ``auth.login("operator")`` creates ``operator@example.com`` (once) and returns the CSRF
+    token of the session, which the forms of the pages need.
+    """
+
+    PASSWORD = "s3cret-pass"
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+        self.token: str | None = None
+
+    def login(
+        self, role: str = "viewer", email: str | None = None, password: str = PASSWORD
+    ) -> str:
+        email = email or f"{role}@example.com"
+        if db.session.scalar(db.select(User.id).filter_by(email=email)) is None:
+            create_user(email, role, password)
+        self.token = log_in(self.client, email, password)
+        return self.token
+
+    def logout(self) -> None:
+        answer = self.client.post("/logout", data={"csrf_token": self.token})
+        assert answer.status_code == 302, answer.status_code
+        self.token = None
+
+
+@pytest.fixture
+def auth(client: FlaskClient) -> Auth:
+    return Auth(client)
+
+
 class Api:
     """A test client that authenticates with a bearer token and speaks JSON."""
 
@@ -189,16 +223,12 @@ def api(make_api: Callable[[str], Api]) -> Api:
     return make_api("admin")
 
 
-def step(name: str, code: str, **settings: Any) -> dict[str, Any]:
-    return {"name": name, "code": code, **settings}
-
-
 @pytest.fixture
 def define(app: Flask) -> Callable[..., Any]:
     """Publish a workflow from (name, code) pairs or step dicts."""
 
     def make(name: str, steps: list[Any], **fields: Any) -> Any:
-        body = [s if isinstance(s, dict) else step(*s) for s in steps]
+        body = [s if isinstance(s, dict) else step(s[0], code=s[1]) for s in steps]
         workflow, version, _ = save_workflow({"name": name, "steps": body, **fields})
         return workflow
 

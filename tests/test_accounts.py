@@ -43,10 +43,9 @@ def second_client(app: Any, email: str, password: str) -> tuple[Any, str]:
 
 
 @pytest.fixture
-def admin(app: Any, client: Any) -> str:
+def admin(app: Any, auth: Any) -> str:
     """An admin logged in with the test client; returns the session's CSRF token."""
-    create_user("root@example.com", "admin", PASSWORD)
-    return log_in(client, "root@example.com", PASSWORD)
+    return auth.login("admin", "root@example.com", PASSWORD)
 
 
 def test_admin_creates_users_with_a_given_or_a_generated_password(app, client, admin) -> None:
@@ -167,10 +166,9 @@ def test_the_last_active_admin_cannot_be_demoted_or_deactivated(app, client, adm
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator", "editor"])
-def test_non_admins_get_403_on_every_users_route(app, client, role) -> None:
-    create_user("someone@example.com", role, PASSWORD)
+def test_non_admins_get_403_on_every_users_route(app, client, auth, role) -> None:
+    token = auth.login(role, "someone@example.com", PASSWORD)
     target = user_named("someone@example.com")
-    token = log_in(client, "someone@example.com", PASSWORD)
     assert client.get("/users").status_code == 403
     for path, data in (
         ("/users", {"email": "new@example.com", "role": "admin"}),
@@ -195,9 +193,8 @@ def test_anonymous_users_are_sent_to_login(client, app) -> None:
         assert answer.status_code == 400, path
 
 
-def test_a_token_made_on_the_profile_page_works_until_revoked(app, client) -> None:
-    create_user("dev@example.com", "operator", PASSWORD)
-    csrf = log_in(client, "dev@example.com", PASSWORD)
+def test_a_token_made_on_the_profile_page_works_until_revoked(app, client, auth) -> None:
+    csrf = auth.login("operator", "dev@example.com", PASSWORD)
     made = client.post("/profile/tokens", data={"name": "deploy script", "csrf_token": csrf})
     assert made.status_code == 303 and made.location.endswith("/profile")
     html = client.get("/profile").get_data(as_text=True)
@@ -236,12 +233,11 @@ def test_a_token_made_on_the_profile_page_works_until_revoked(app, client) -> No
     assert client.post("/profile/tokens", data={"name": "", "csrf_token": csrf}).status_code == 422
 
 
-def test_a_secret_crosses_its_redirect_split_and_once(app, client, redis_conn) -> None:
+def test_a_secret_crosses_its_redirect_split_and_once(app, client, auth, redis_conn) -> None:
     """The redirect after a POST carries a token in two halves (a pad in the session, the
     token XOR the pad in Redis) that the next page joins once; without Redis the POST's own
     answer shows it."""
-    create_user("dev@example.com", "operator", PASSWORD)
-    csrf = log_in(client, "dev@example.com", PASSWORD)
+    csrf = auth.login("operator", "dev@example.com", PASSWORD)
     assert client.post("/profile/tokens", data={"name": "a", "csrf_token": csrf}).status_code == 303
     with client.session_transaction() as held:
         half = held["shown_once"]
@@ -298,9 +294,8 @@ def test_admins_see_and_revoke_the_tokens_of_every_user(app, client, admin) -> N
     assert api.get("/api/runs", headers={"Authorization": f"Bearer {kept}"}).status_code == 200
 
 
-def test_changing_the_password_needs_the_current_one(app, client) -> None:
-    create_user("dev@example.com", "viewer", PASSWORD)
-    csrf = log_in(client, "dev@example.com", PASSWORD)
+def test_changing_the_password_needs_the_current_one(app, client, auth) -> None:
+    csrf = auth.login("viewer", "dev@example.com", PASSWORD)
     wrong = client.post(
         "/profile/password",
         data={

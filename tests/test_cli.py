@@ -129,7 +129,7 @@ def test_users_password_prints_a_new_one_that_logs_in(runner, client, app):
 
 
 def test_flask_up_says_how_to_log_in_every_time(app):
-    from console.cli import how_to_log_in
+    from workers.cli import how_to_log_in
 
     first = how_to_log_in()
     assert first.startswith("Log in as admin@localhost with password ")

@@ -22,10 +22,7 @@ import requests
 
 from console import create_app
 from console.access_log import redact
-from console.auth import create_user
-from console.cli import web_command
 from tests.conftest import ROOT, free_port, wait_for
-from tests.support import log_in
 from tests.test_links import (
     APPROVAL,
     NEXT,
@@ -38,6 +35,7 @@ from tests.test_links import (
     step_of,
     suspended_runs,
 )
+from workers.supervisor import web_command
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -61,10 +59,9 @@ def assert_security_headers(response, referrer="same-origin"):
 
 
 def test_security_headers_on_pages_api_answers_static_files_and_link_pages(
-    app, client, api, define, work
+    app, client, auth, api, define, work
 ):
-    create_user("viewer@example.com", "viewer", "s3cret-pass")
-    log_in(client, "viewer@example.com", "s3cret-pass")
+    auth.login("viewer")
     page = client.get("/tasks")
     assert page.status_code == 200
     assert_security_headers(page)

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from flask import Flask, g
 
+from console import drafts
 from console.auth import create_user
+from console.errors import Conflict, NotFound
 from console.extensions import db
 from console.models import Run, StepTest, Workflow
-from tests.support import code, csrf_token, log_in
+from tests.support import code, csrf_token, log_in, step
 
 HX = {"HX-Request": "true"}
 
@@ -789,3 +791,28 @@ def test_old_step_tests_are_pruned_but_the_last_completed_one_stays(app, define)
     ).all()
     assert kept == [{"n": 0}] + [{"n": n} for n in range(15 - steptests.KEEP_TESTS, 15)]
     assert steptests.last_outputs(workflow.id, ["a"]) == {"a": 0}
+
+
+def test_the_step_edits_are_domain_functions(app):
+    """``console.drafts`` edits a draft's steps for the views: each saves the whole draft on
+    the revision given, and a stale revision or a changed set of steps is refused."""
+    workflow = drafts.create_workflow("Edits", None, "ed@example.com")
+    revision = workflow.draft_revision
+    for position, name in enumerate(("a", "b", "c")):
+        drafts.add_step(workflow, step(name), position, base_revision=revision, user="ed")
+        revision += 1
+    assert step_names("edits") == ["a", "b", "c"]
+    drafts.move_step(workflow, "c", "up", base_revision=revision, user="ed")
+    assert step_names("edits") == ["a", "c", "b"]
+    drafts.move_step(workflow, "a", "up", base_revision=revision + 1, user="ed")  # stays
+    assert workflow.draft_revision == revision + 1
+    with pytest.raises(drafts.StaleDraft):
+        drafts.delete_step(workflow, "b", base_revision=revision, user="ed")
+    drafts.delete_step(workflow, "b", base_revision=revision + 1, user="ed")
+    assert step_names("edits") == ["a", "c"]
+    with pytest.raises(Conflict, match="The steps changed"):
+        drafts.order_steps(workflow, ["c", "b"], base_revision=revision + 2, user="ed")
+    drafts.order_steps(workflow, ["c", "a"], base_revision=revision + 2, user="ed")
+    assert step_names("edits") == ["c", "a"]
+    with pytest.raises(NotFound):
+        drafts.convert_step(workflow, "zz", base_revision=revision + 3, user="ed")

@@ -10,12 +10,9 @@ from typing import Any
 import pytest
 
 from console import runs as domain
-from console.auth import create_user
 from console.extensions import db
 from console.models import OutboxMessage
 from console.timeutil import utcnow
-
-from .support import log_in
 
 APPROVE = "def run(ctx):\n    return 1"
 
@@ -46,10 +43,9 @@ def add_message(run_id: str, seq: int, **fields: Any) -> OutboxMessage:
     return message
 
 
-def operator_page(client: Any, path: str = "/outbox") -> str:
-    create_user("op@example.com", "operator", "s3cret-pass")
-    log_in(client, "op@example.com", "s3cret-pass")
-    response = client.get(path)
+def operator_page(auth: Any, path: str = "/outbox") -> str:
+    auth.login("operator", "op@example.com")
+    response = auth.client.get(path)
     assert response.status_code == 200
     return str(response.get_data(as_text=True))
 
@@ -58,7 +54,7 @@ def subjects(html: str) -> list[str]:
     return re.findall(r'<h2 class="mail-subject">([^<]*)</h2>', html)
 
 
-def test_the_outbox_lists_messages_newest_first(app, client, run_id):
+def test_the_outbox_lists_messages_newest_first(app, client, auth, run_id):
     add_message(
         run_id,
         1,
@@ -69,7 +65,7 @@ def test_the_outbox_lists_messages_newest_first(app, client, run_id):
     add_message(
         run_id, 2, subject="Delivery failed", status="failed", error="SMTPRecipientsRefused"
     )
-    html = operator_page(client)
+    html = operator_page(auth)
     assert subjects(html) == ["Delivery failed", "Approve the refund?"]
     assert "boss@example.com, cfo@example.com" in html
     assert f'href="/runs/{run_id}"' in html
@@ -81,14 +77,14 @@ def test_the_outbox_lists_messages_newest_first(app, client, run_id):
     assert 'aria-current="page">Outbox</a>' in html
 
 
-def test_links_in_a_body_are_clickable(app, client, run_id):
+def test_links_in_a_body_are_clickable(app, client, auth, run_id):
     text = (
         "Approve: http://console.test/flow/resume/abc123\n"
         "Reject: http://console.test/flow/cancel/def456\n"
         "Docs (https://docs.example.com/guide?a=1&b=2). Not a link: ftp://files.example.com"
     )
     add_message(run_id, 1, text=text)
-    html = operator_page(client)
+    html = operator_page(auth)
     for url in ("http://console.test/flow/resume/abc123", "http://console.test/flow/cancel/def456"):
         assert f'<a href="{url}" rel="noopener noreferrer">{url}</a>' in html
     # The closing parenthesis and full stop end the sentence, not the link.
@@ -97,7 +93,7 @@ def test_links_in_a_body_are_clickable(app, client, run_id):
     assert 'href="ftp:' not in html
 
 
-def test_html_in_messages_is_escaped(app, client, run_id):
+def test_html_in_messages_is_escaped(app, client, auth, run_id):
     add_message(
         run_id,
         1,
@@ -106,7 +102,7 @@ def test_html_in_messages_is_escaped(app, client, run_id):
         text='<script>alert(1)</script> & see https://evil.example/"onmouseover="alert(2)',
         html="<p>Hi</p>",
     )
-    html = operator_page(client)
+    html = operator_page(auth)
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in html
     assert "<b>Bold</b>" not in html and "&lt;b&gt;Bold&lt;/b&gt; subject" in html
     assert "&lt;x@example.com&gt;" in html
@@ -114,8 +110,8 @@ def test_html_in_messages_is_escaped(app, client, run_id):
     assert "Also sent with an HTML version" in html
 
 
-def test_the_empty_outbox_says_what_it_is(app, client):
-    html = operator_page(client)
+def test_the_empty_outbox_says_what_it_is(app, client, auth):
+    html = operator_page(auth)
     assert "No emails yet." in html
     assert "ctx.send_email" in html and "MAIL_SERVER" in html
     assert "Older messages" not in html
@@ -127,25 +123,23 @@ def test_the_outbox_needs_login(app, client):
     assert response.headers["Location"].startswith("/login?next=/outbox")
 
 
-def test_viewers_may_not_read_the_outbox(app, client):
-    create_user("viewer@example.com", "viewer", "s3cret-pass")
-    log_in(client, "viewer@example.com", "s3cret-pass")
+def test_viewers_may_not_read_the_outbox(app, client, auth):
+    auth.login("viewer")
     response = client.get("/outbox")
     assert response.status_code == 403
     assert "operator role" in response.get_data(as_text=True)
     assert ">Outbox</a>" not in client.get("/tasks").get_data(as_text=True)
 
 
-def test_operators_find_the_outbox_in_the_header(app, client):
-    create_user("op@example.com", "operator", "s3cret-pass")
-    log_in(client, "op@example.com", "s3cret-pass")
+def test_operators_find_the_outbox_in_the_header(app, client, auth):
+    auth.login("operator", "op@example.com")
     assert 'href="/outbox">Outbox</a>' in client.get("/tasks").get_data(as_text=True)
 
 
-def test_the_outbox_pages_by_fifty(app, client, run_id):
+def test_the_outbox_pages_by_fifty(app, client, auth, run_id):
     for seq in range(1, 121):
         add_message(run_id, seq)
-    first = operator_page(client)
+    first = operator_page(auth)
     assert subjects(first) == [f"Message {n}" for n in range(120, 70, -1)]
     assert "Newest messages" not in first
     older = re.search(r'href="(/outbox\?before=\d+)">Older messages', first)

@@ -13,7 +13,8 @@ from console import runs as domain
 from console.extensions import db
 from console.models import LogLine, Run, StepRun, TaskResult
 from console.timeutil import utcnow
-from tests.conftest import run_status, step, steps_completed
+from tests.conftest import run_status, steps_completed
+from tests.support import step
 from workers.jobs import Runner
 
 
@@ -115,7 +116,7 @@ def run(ctx):
         raise RuntimeError(f"flaky attempt {{ctx.run.attempt}}")
     return ctx.run.attempt
 """
-    wf = define("flaky", [step("flaky", code, retries=2, retry_delay=0.3)])
+    wf = define("flaky", [step("flaky", code=code, retries=2, retry_delay=0.3)])
     run_id = start(wf)
     work(timeout=30)
     run = detail(api, run_id)
@@ -142,7 +143,7 @@ def run(ctx):
 def test_run_sleeps_between_attempts(app, define, work):
     wf = define(
         "slow_retry",
-        [step("boom", "def run(ctx):\n    raise ValueError('no')", retries=1, retry_delay=30)],
+        [step("boom", code="def run(ctx):\n    raise ValueError('no')", retries=1, retry_delay=30)],
     )
     run_id = start(wf)
     work(until=lambda: run_status(run_id) == "sleeping")
@@ -175,7 +176,7 @@ def test_failure_keeps_the_traceback_with_the_step_line(app, define, work, api):
 
 def test_step_timeout_fails_the_step(app, define, work, api):
     wf = define(
-        "sleepy", [step("nap", "import time\ndef run(ctx):\n    time.sleep(10)", timeout=1)]
+        "sleepy", [step("nap", code="import time\ndef run(ctx):\n    time.sleep(10)", timeout=1)]
     )
     run_id = start(wf)
     began = time.monotonic()
@@ -330,7 +331,7 @@ def test_pause_then_resume_during_a_step_keeps_going(app, define, work, api):
 def test_pausing_a_sleeping_run_and_resuming_keeps_its_timer(app, define, work, api):
     wf = define(
         "nap_retry",
-        [step("boom", "def run(ctx):\n    raise ValueError('no')", retries=1, retry_delay=60)],
+        [step("boom", code="def run(ctx):\n    raise ValueError('no')", retries=1, retry_delay=60)],
     )
     run_id = start(wf)
     work(until=lambda: run_status(run_id) == "sleeping")

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import update
 
 from console import runs as domain
-from console.auth import create_user
 from console.errors import ConsoleError
 from console.extensions import db
 from console.models import BulkAction, Run
@@ -19,7 +18,7 @@ from console.serialize import run_detail
 from console.tasks import queries
 from console.tasks.queries import PAGE_SIZE
 from console.timeutil import utcnow
-from tests.support import code, log_in
+from tests.support import code
 
 HX = {"HX-Request": "true"}
 APPROVAL = [
@@ -51,9 +50,8 @@ def status_of(run_id: str) -> str:
 
 
 @pytest.fixture
-def operator(app, client):
-    create_user("op@example.com", "operator", "s3cret-pass")
-    return log_in(client, "op@example.com", "s3cret-pass")
+def operator(app, auth):
+    return auth.login("operator", "op@example.com")
 
 
 def act(client, csrf, run_id, action, **data):
@@ -173,11 +171,10 @@ def test_an_unknown_action_is_refused_and_changes_nothing(app, client, operator,
     assert status_of(run.id) == "pending"
 
 
-def test_viewers_read_and_operators_act(app, client, define):
-    create_user("viewer@example.com", "viewer", "s3cret-pass")
+def test_viewers_read_and_operators_act(app, client, auth, define):
     wf = define("one", [("a", code())])
     run, _ = domain.start_run(wf, {})
-    csrf = log_in(client, "viewer@example.com", "s3cret-pass")
+    csrf = auth.login("viewer")
     html = client.get("/tasks").get_data(as_text=True)
     assert run.id in html and "act-pause" not in html and 'class="bulk"' not in html
     run_page = client.get(f"/runs/{run.id}")

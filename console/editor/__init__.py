@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("editor", __name__)
 
-from . import routes  # noqa: E402,F401
+from . import routes, run_form, step_tests, versions  # noqa: E402,F401

@@ -1,13 +1,15 @@
 """Editor views: validate the form, call ``console.drafts`` / ``console.steptests`` /
-``console.runs``, then answer a partial (htmx) or redirect (plain forms)."""
+``console.runs``, then answer a partial (htmx) or redirect (plain forms). Here: the workflows,
+the step cards and the input; publishing, versions and files are in ``versions``, the run form
+in ``run_form``, step tests in ``step_tests``."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
-    Response,
     abort,
     current_app,
     flash,
@@ -22,14 +24,10 @@ from sqlalchemy import func, select
 
 from .. import drafts, steptests
 from ..auth import role
-from ..definitions import export_definition, save_workflow
-from ..errors import ConsoleError, NotFound, ValidationFailed
+from ..errors import Conflict, ConsoleError
 from ..extensions import db
-from ..jsonbody import parse_json
-from ..main.forms import EmptyForm
-from ..models import ACTIVE, Run, Workflow, WorkflowVersion
-from ..runs import delete_version, get_version, start_run
-from ..serialize import active_runs_by_version
+from ..models import ACTIVE, Run, Workflow
+from ..web import form_errors, is_htmx
 from ..webhooks import webhook_url
 from . import bp
 from .cards import Card, kind_form, kinds, new_step, read_card, sample_text
@@ -40,13 +38,9 @@ from .forms import (
     MoveForm,
     NewWorkflowForm,
     OrderForm,
-    PublishForm,
     RevisionForm,
     StepForm,
-    TestForm,
     fields_from_schema,
-    input_from_form,
-    run_form_class,
     schema_from_fields,
     schema_from_raw,
 )
@@ -63,10 +57,6 @@ def load(name: str) -> Workflow:
 
 def actor() -> str:
     return str(current_user.email)
-
-
-def is_htmx() -> bool:
-    return bool(request.headers.get("HX-Request"))
 
 
 def step_index(definition: dict[str, Any], step: str, workflow: Workflow | None = None) -> int:
@@ -231,14 +221,13 @@ def index() -> Any:
 def create() -> Any:
     form = NewWorkflowForm()
     if not form.validate_on_submit():
-        for field_errors in form.errors.values():
-            for message in field_errors:
-                flash(message, "error")
+        for message in form_errors(form):
+            flash(message, "error")
         return redirect(url_for("editor.index"))
     try:
         workflow = drafts.create_workflow(form.title.data, form.name.data, actor())
     except ConsoleError as exc:
-        flash(_problem_text(exc), "error")
+        flash(problem_text(exc), "error")
         return redirect(url_for("editor.index"))
     return redirect(url_for("editor.workflow", name=workflow.name))
 
@@ -260,6 +249,18 @@ def _save(workflow: Workflow, definition: dict[str, Any], form: RevisionForm) ->
     return drafts.save_draft(workflow, definition, form.base_revision(), actor())
 
 
+def edit_steps(
+    workflow: Workflow, edit: Callable[..., dict[str, Any]], form: RevisionForm, *args: Any
+) -> dict[str, Any]:
+    """One of ``console.drafts``' step edits, by this person on the revision the page shows.
+    A draft saved since (StaleDraft) or steps that no longer match (a Conflict) answer
+    ``refused``."""
+    try:
+        return edit(workflow, *args, base_revision=form.base_revision(), user=actor())
+    except Conflict as exc:
+        abort(make_response(refused(workflow, exc.message)))
+
+
 @bp.post("/workflows/<name>/steps")
 @role("editor")
 def add_step(name: str) -> Any:
@@ -273,12 +274,7 @@ def add_step(name: str) -> Any:
         step = new_step(form.kind.data or "code", taken)
     except KeyError:
         return refused(workflow, f"Unknown step kind {form.kind.data!r}.", 422)
-    position = min(form.position.data or 0, len(definition["steps"]))
-    definition["steps"].insert(position, step)
-    try:
-        _save(workflow, definition, form)
-    except drafts.StaleDraft as stale:
-        return refused(workflow, stale.message)
+    edit_steps(workflow, drafts.add_step, form, step, form.position.data or 0)
     return pipeline_response(workflow, focus=f"#step-{step['name']} [name=name]")
 
 
@@ -343,14 +339,8 @@ def preview_step(name: str, step: str) -> Any:
 def delete_step(name: str, step: str) -> Any:
     workflow = load(name)
     form = RevisionForm()
-    definition = _draft(workflow)
-    index = step_index(definition, step, workflow)
-    del definition["steps"][index]
-    try:
-        _save(workflow, definition, form)
-    except drafts.StaleDraft as stale:
-        return refused(workflow, stale.message)
-    remaining = definition["steps"]
+    index = step_index(_draft(workflow), step, workflow)
+    remaining = edit_steps(workflow, drafts.delete_step, form, step)["steps"]
     focus = f"#step-{remaining[min(index, len(remaining) - 1)]['name']}" if remaining else None
     return pipeline_response(workflow, focus=focus and focus + " .card-title")
 
@@ -360,16 +350,8 @@ def delete_step(name: str, step: str) -> Any:
 def move_step(name: str, step: str) -> Any:
     workflow = load(name)
     form = MoveForm()
-    definition = _draft(workflow)
-    index = step_index(definition, step, workflow)
-    target = index - 1 if form.direction.data == "up" else index + 1
-    steps = definition["steps"]
-    if 0 <= target < len(steps):
-        steps[index], steps[target] = steps[target], steps[index]
-        try:
-            _save(workflow, definition, form)
-        except drafts.StaleDraft as stale:
-            return refused(workflow, stale.message)
+    step_index(_draft(workflow), step, workflow)
+    edit_steps(workflow, drafts.move_step, form, step, form.direction.data)
     button = "move-up" if form.direction.data == "up" else "move-down"
     return pipeline_response(workflow, focus=f"#step-{step} .{button}")
 
@@ -380,18 +362,7 @@ def order_steps(name: str) -> Any:
     """The order after a drag (SortableJS posts every step's name in its new place)."""
     workflow = load(name)
     form = OrderForm()
-    definition = _draft(workflow)
-    order = request.form.getlist("order")
-    by_name = {s["name"]: s for s in definition["steps"]}
-    if sorted(order) != sorted(by_name):
-        return refused(workflow, "The steps changed since this page was loaded; reload it.")
-    if order == list(by_name):
-        return pipeline_response(workflow)  # dropped where it was: nothing changes
-    definition["steps"] = [by_name[n] for n in order]
-    try:
-        _save(workflow, definition, form)
-    except drafts.StaleDraft as stale:
-        return refused(workflow, stale.message)
+    edit_steps(workflow, drafts.order_steps, form, request.form.getlist("order"))
     return pipeline_response(workflow)
 
 
@@ -401,61 +372,12 @@ def convert_step(name: str, step: str) -> Any:
     """A built-in kind becomes an ordinary code step with the code it generated."""
     workflow = load(name)
     form = RevisionForm()
-    definition = _draft(workflow)
-    index = step_index(definition, step, workflow)
-    current = definition["steps"][index]
-    current.pop("kind", None)
-    current.pop("config", None)
-    try:
-        _save(workflow, definition, form)
-    except drafts.StaleDraft as stale:
-        return refused(workflow, stale.message)
+    step_index(_draft(workflow), step, workflow)
+    edit_steps(workflow, drafts.convert_step, form, step)
     return pipeline_response(workflow, focus=f"#step-{step} .card-title")
 
 
-# ------------------------------------------------------------------------- testing a step
-
-
-@bp.post("/workflows/<name>/steps/<step>/test")
-@role("editor")
-def test_step(name: str, step: str) -> Any:
-    """Test the step as the card shows it now (saved or not) on a worker."""
-    workflow = load(name)
-    test_form = TestForm()
-    sample = test_form.parsed()
-    definition, index, card = posted_card(workflow, step, StepForm())
-    new, errors, code_error, config_form = card
-    problems = [m for f in (config_form or []) for m in f.errors]
-    problems += [m for key, ms in errors.items() if key != "csrf_token" for m in ms]
-    if code_error:
-        problems.append(code_error)
-    if sample is None or problems:
-        problems = test_form.sample_input.errors + problems
-        return render_template(
-            "editor/_test_result.html", workflow=workflow, test=None, problems=problems, name=step
-        )
-    new["name"] = step  # tests are kept per saved step name
-    definition["steps"][index] = new
-    test = steptests.start_step_test(workflow, definition, step, sample, actor())
-    if not is_htmx():
-        return redirect(url_for("editor.workflow", name=workflow.name) + f"#step-{step}")
-    return render_template("editor/_test_result.html", workflow=workflow, test=test, name=step)
-
-
-@bp.get("/workflows/<name>/tests/<test_id>")
-@role("viewer")
-def step_test(name: str, test_id: str) -> Any:
-    workflow = load(name)
-    try:
-        test = steptests.get_step_test(workflow, test_id)
-    except NotFound:
-        abort(404)
-    return render_template(
-        "editor/_test_result.html", workflow=workflow, test=test, name=test.step_name
-    )
-
-
-# ----------------------------------------------------------------- input and publishing
+# --------------------------------------------------------------------------------- input
 
 
 @bp.post("/workflows/<name>/input")
@@ -525,308 +447,12 @@ def input_response(
     )
 
 
-@bp.post("/workflows/<name>/publish")
-@role("editor")
-def publish(name: str) -> Any:
-    workflow = load(name)
-    form = PublishForm()
-    if not form.validate_on_submit():
-        flash("The publish form was not valid; reload the page.", "error")
-        return redirect(url_for("editor.workflow", name=name))
-    try:
-        version, published = drafts.publish_draft(
-            workflow, form.base_revision(), form.note.data or "", actor()
-        )
-    except ConsoleError as exc:
-        flash(_problem_text(exc), "error")
-        return redirect(url_for("editor.workflow", name=name))
-    if published and version is not None:
-        flash(f"Published {version.label}. New runs use it; running ones keep theirs.", "info")
-    else:
-        flash("The draft is identical to the latest version: nothing was published.", "info")
-    return redirect(url_for("editor.workflow", name=name))
-
-
-@bp.post("/workflows/<name>/discard")
-@role("editor")
-def discard(name: str) -> Any:
-    workflow = load(name)
-    form = RevisionForm()
-    try:
-        drafts.discard_draft(workflow, form.base_revision(), actor())
-    except drafts.StaleDraft as stale:
-        flash(stale.message, "error")
-    else:
-        flash("The draft was discarded.", "info")
-    return redirect(url_for("editor.workflow", name=name))
-
-
-def _problem_text(exc: ConsoleError) -> str:
+def problem_text(exc: ConsoleError) -> str:
     details = "; ".join(
         f"{d.get('path')}: {d.get('message')}" if isinstance(d, dict) else str(d)
         for d in exc.details
     )
     return f"{exc.message}: {details}" if details else exc.message
-
-
-# ------------------------------------------------------------------------------ versions
-
-
-def versions_context(workflow: Workflow) -> dict[str, Any]:
-    counts = active_runs_by_version(workflow)
-    return {
-        "workflow": workflow,
-        "versions": list(reversed(workflow.live_versions)),
-        "counts": counts,
-        "tab": "versions",
-        "can_edit": current_user.has_role("editor"),
-        "form": RevisionForm(),
-    }
-
-
-@bp.get("/workflows/<name>/versions")
-@role("viewer")
-def versions(name: str) -> Any:
-    return render_template("editor/versions.html", **versions_context(load(name)))
-
-
-def _version(workflow: Workflow, label: str) -> WorkflowVersion:
-    try:
-        return get_version(workflow, label)
-    except ConsoleError:
-        abort(404)
-
-
-@bp.get("/workflows/<name>/versions/<label>")
-@role("viewer")
-def version(name: str, label: str) -> Any:
-    workflow = load(name)
-    chosen = _version(workflow, label)
-    counts = active_runs_by_version(workflow)
-    return render_template(
-        "editor/version.html",
-        workflow=workflow,
-        version=chosen,
-        definition=chosen.definition,
-        active=counts.get(chosen.id, 0),
-        tab="versions",
-    )
-
-
-@bp.get("/workflows/<name>/compare")
-@role("viewer")
-def compare(name: str) -> Any:
-    """Two versions (or a version and the draft) side by side."""
-    workflow = load(name)
-    live = workflow.live_versions
-    if not live:
-        flash("Nothing to compare yet: publish a first version.", "info")
-        return redirect(url_for("editor.versions", name=name))
-    choices = [v.label for v in reversed(live)]
-    if workflow.draft is not None:
-        choices.insert(0, "draft")
-    new_label = request.args.get("new") or choices[0]
-    default_old = choices[1] if len(choices) > 1 else choices[0]
-    old_label = request.args.get("old") or default_old
-
-    def definition_of(label: str) -> dict[str, Any]:
-        if label == "draft" and workflow.draft is not None:
-            return drafts.as_draft(workflow.draft)
-        return _version(workflow, label).definition
-
-    diff = drafts.diff_definitions(definition_of(old_label), definition_of(new_label))
-    return render_template(
-        "editor/compare.html",
-        workflow=workflow,
-        diff=diff,
-        old=old_label,
-        new=new_label,
-        choices=choices,
-        tab="versions",
-    )
-
-
-@bp.post("/workflows/<name>/versions/<label>/delete")
-@role("editor")
-def delete_version_view(name: str, label: str) -> Any:
-    workflow = load(name)
-    chosen = _version(workflow, label)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
-    try:
-        delete_version(chosen)
-    except ConsoleError as exc:
-        flash(exc.message, "error")
-    else:
-        flash(f"Version {label} was deleted.", "info")
-    return redirect(url_for("editor.versions", name=name))
-
-
-# ------------------------------------------------------------------------------ run form
-
-
-def _run_form(workflow: Workflow) -> tuple[Any, Any, WorkflowVersion]:
-    latest = workflow.latest_version
-    if latest is None:
-        abort(404)
-    form_class, specs = run_form_class(latest.definition.get("input_schema"))
-    return form_class(), specs, latest
-
-
-@bp.get("/workflows/<name>/run")
-@role("operator")
-def run_form(name: str) -> Any:
-    workflow = load(name)
-    if workflow.latest_version is None:
-        flash("Publish a first version before starting runs.", "info")
-        return redirect(url_for("editor.workflow", name=name))
-    form, specs, latest = _run_form(workflow)
-    return render_template(
-        "editor/run.html",
-        workflow=workflow,
-        form=form,
-        version=latest,
-        problems=[],
-        tab="run",
-        required={spec.field for spec in specs if spec.required},
-    )
-
-
-@bp.post("/workflows/<name>/run")
-@role("operator")
-def start(name: str) -> Any:
-    workflow = load(name)
-    form, specs, latest = _run_form(workflow)
-    problems: list[str] = []
-    if form.validate_on_submit():
-        value = input_from_form(form, specs)
-        if value is not None:
-            try:
-                run, _ = start_run(workflow, value, version=latest.label, user=actor())
-            except ValidationFailed as exc:
-                problems = _attach_problems(form, specs, exc.details)
-            else:
-                return redirect(url_for("main.run_page", run_id=run.id))
-    elif form.errors:
-        problems = [m for ms in form.errors.values() for m in ms]
-    return (
-        render_template(
-            "editor/run.html",
-            workflow=workflow,
-            form=form,
-            version=latest,
-            problems=problems,
-            tab="run",
-            required={spec.field for spec in specs if spec.required},
-        ),
-        422,
-    )
-
-
-def _attach_problems(form: Any, specs: list[Any], details: list[Any]) -> list[str]:
-    """Schema problems under the field they belong to; the rest for the top of the form."""
-    by_prop = {spec.prop: getattr(form, spec.field) for spec in specs}
-    rest = []
-    for detail in details:
-        path = str(detail.get("path", "/")) if isinstance(detail, dict) else "/"
-        message = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
-        head = path.strip("/").split("/")[0]
-        if head in by_prop:
-            by_prop[head].errors = [*list(by_prop[head].errors or []), message]
-        elif len(specs) == 1 and specs[0].kind == "json":
-            getattr(form, specs[0].field).errors.append(f"{path}: {message}")
-        else:
-            rest.append(message if path == "/" else f"{path}: {message}")
-    return rest
-
-
-# ------------------------------------------------------------------------ import/export
-
-
-def _read_upload(form: ImportForm) -> Any:
-    raw = form.file.data.read()
-    try:
-        return parse_json(raw)
-    except ValueError as exc:  # UnicodeDecodeError too
-        raise ValidationFailed(f"The file is not JSON: {exc}") from None
-
-
-def _import(form: ImportForm, name: str | None) -> Workflow:
-    data = _read_upload(form)
-    if not isinstance(data, dict):
-        raise ValidationFailed("A workflow definition must be a JSON object")
-    if form.mode.data == "draft":
-        workflow = drafts.import_draft(data, name, actor())
-        if data.get("schedules"):
-            flash(
-                "Schedules in the file are not part of a draft: set them on the Schedules "
-                "tab, or import with publish.",
-                "info",
-            )
-        flash("Imported as the draft: review it and publish.", "info")
-        return workflow
-    workflow, version, published = save_workflow(
-        data, name, publish=True, note=form.note.data or "Imported", user=actor()
-    )
-    if published and version is not None:
-        flash(f"Imported and published {version.label}.", "info")
-    else:
-        flash("The file is identical to the latest version: nothing was published.", "info")
-    return workflow
-
-
-@bp.post("/workflows/import")
-@role("editor")
-def import_new() -> Any:
-    form = ImportForm()
-    if not form.validate_on_submit():
-        flash("Choose a definition file (JSON) to import.", "error")
-        return redirect(url_for("editor.index"))
-    try:
-        workflow = _import(form, None)
-    except ConsoleError as exc:
-        flash(f"Not imported. {_problem_text(exc)}", "error")
-        return redirect(url_for("editor.index"))
-    return redirect(url_for("editor.workflow", name=workflow.name))
-
-
-@bp.post("/workflows/<name>/import")
-@role("editor")
-def import_into(name: str) -> Any:
-    load(name)
-    form = ImportForm()
-    if not form.validate_on_submit():
-        flash("Choose a definition file (JSON) to import.", "error")
-        return redirect(url_for("editor.workflow", name=name))
-    try:
-        _import(form, name)
-    except ConsoleError as exc:
-        flash(f"Not imported. {_problem_text(exc)}", "error")
-    return redirect(url_for("editor.workflow", name=name))
-
-
-@bp.get("/workflows/<name>/export")
-@role("viewer")
-def export(name: str) -> Any:
-    """The latest version (or ``?source=draft``, or a version label) as a definition file."""
-    workflow = load(name)
-    source = request.args.get("source") or "latest"
-    if source == "draft":
-        if workflow.draft is None:
-            abort(404)
-        data = dict(drafts.as_draft(workflow.draft), version=None)
-        filename = f"{name}-draft.json"
-    else:
-        chosen = workflow.latest_version if source == "latest" else _version(workflow, source)
-        if chosen is None:
-            abort(404)
-        data = export_definition(chosen)
-        filename = f"{name}-{chosen.label}.json"
-    return Response(
-        json.dumps(data, indent=2) + "\n",
-        mimetype="application/json",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
 
 
 @bp.context_processor

@@ -1,29 +1,19 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from rq import Worker
 from sqlalchemy import text
 
 from ..auth import authenticate, count_failed_login, end_sessions, login_locked, public, role
-from ..errors import NotFound
 from ..extensions import db
 from ..queueing import get_redis
 from ..ratelimit import client_address
+from ..web import safe_next
 from . import bp
 from .forms import EmptyForm, LoginForm
-
-
-def safe_next(target: str | None) -> str:
-    if not target:
-        return url_for("main.index")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/"):
-        return url_for("main.index")
-    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -67,34 +57,6 @@ def logout() -> Any:
 @role("viewer")
 def index() -> Any:
     return redirect(url_for("tasks.index"))
-
-
-@bp.get("/runs/<run_id>")
-@role("viewer")
-def run_page(run_id: str) -> Any:
-    """One run's whole story; its live section updates itself until the run ends."""
-    from ..tasks import queries
-
-    try:
-        story = queries.run_story(run_id)
-    except NotFound:
-        abort(404)
-    return render_template("main/run.html", **story)
-
-
-@bp.get("/runs/<run_id>/live")
-@role("viewer")
-def run_live(run_id: str) -> Any:
-    """The run page's poll: 204 while nothing changed (one primary-key read), else the
-    fresh live section."""
-    from ..tasks import queries
-
-    current = queries.run_stamp(run_id)
-    if current is None:
-        abort(404)
-    if current == request.args.get("stamp"):
-        return "", 204
-    return render_template("main/_run_live.html", **queries.run_story(run_id))
 
 
 @bp.get("/healthz")

@@ -14,11 +14,12 @@ from flask_login import current_user
 from .. import runs as domain
 from ..auth import role
 from ..errors import ConsoleError, NotFound
-from ..main.routes import safe_next
 from ..runs import bulk as bulk_actions
 from ..timeutil import isoformat, utcnow
+from ..web import form_error_text, is_htmx, safe_next
 from . import bp, queries
 from .forms import ActionForm, BulkForm
+from .story import run_stamp, run_story
 
 RUN_ID_RE = re.compile(r"^[0-9a-z]{26}$")
 DECISIONS = ("approve", "reject")  # through the run's links; the others are domain.ACTIONS
@@ -26,10 +27,6 @@ DONE = {"pause": "Paused", "resume": "Resumed", "cancel": "Canceled"}
 VERBS = {"pause": "paused", "resume": "resumed", "cancel": "canceled"}
 ING = {"pause": "Pausing", "resume": "Resuming", "cancel": "Canceling"}
 MAX_POLLED = 200
-
-
-def is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
 
 
 def counts_context(f: queries.Filters) -> dict[str, Any]:
@@ -156,7 +153,7 @@ def act(run_id: str, action: str) -> Any:
         if form.validate_on_submit():
             ok, message = perform(run_id, action, form)
         else:
-            ok, message = False, " ".join(e for errs in form.errors.values() for e in errs)
+            ok, message = False, form_error_text(form)
     except NotFound:
         abort(404)
     except ConsoleError as exc:  # e.g. a payload over the size limit
@@ -165,8 +162,8 @@ def act(run_id: str, action: str) -> Any:
         flash(message, "info" if ok else "error")
         return redirect(safe_next(request.form.get("next") or url_for("tasks.index")))
     if form.view.data == "run":
-        story = queries.run_story(run_id)
-        return render_template("main/_run_live.html", message=message, ok=ok, **story)
+        story = run_story(run_id)
+        return render_template("tasks/_run_live.html", message=message, ok=ok, **story)
     card = queries.card(run_id)
     if card is None:
         abort(404)
@@ -202,7 +199,7 @@ def bulk() -> Any:
         if result.skipped:
             message += f" {result.skipped} skipped: they had moved on before their turn."
     elif form.errors:
-        message = " ".join(e for errs in form.errors.values() for e in errs)
+        message = form_error_text(form)
     if not is_htmx():
         flash(message, "info" if ok else "error")
         return redirect(url_for("tasks.index", **f.args()))  # type: ignore[arg-type]
@@ -221,6 +218,30 @@ def bulk_status(bulk_id: str) -> Any:
     if is_htmx():
         return render_template("tasks/_bulk_progress.html", job=job)
     return render_template("tasks/bulk.html", job=job)
+
+
+@bp.get("/runs/<run_id>")
+@role("viewer")
+def run_page(run_id: str) -> Any:
+    """One run's whole story; its live section updates itself until the run ends."""
+    try:
+        story = run_story(run_id)
+    except NotFound:
+        abort(404)
+    return render_template("tasks/run.html", **story)
+
+
+@bp.get("/runs/<run_id>/live")
+@role("viewer")
+def run_live(run_id: str) -> Any:
+    """The run page's poll: 204 while nothing changed (one primary-key read), else the
+    fresh live section."""
+    current = run_stamp(run_id)
+    if current is None:
+        abort(404)
+    if current == request.args.get("stamp"):
+        return "", 204
+    return render_template("tasks/_run_live.html", **run_story(run_id))
 
 
 def can_act() -> bool:

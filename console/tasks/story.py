@@ -1,0 +1,96 @@
+"""The read side of the run page: one run's whole story (its steps, their log lines, what was
+replayed, the actions its state allows) and the stamp its live section polls with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from .. import runs as domain
+from ..extensions import db
+from ..links import links_visible, mask_links
+from ..models import LogLine, Run
+from ..serialize import run_detail
+from ..timeutil import isoformat
+from .queries import open_waits, stamp
+
+LOG_LIMIT = 2000
+
+
+def run_stamp(run_id: str) -> str | None:
+    row = db.session.execute(
+        select(Run.updated_at, Run.status, Run.current_step).where(Run.id == run_id)
+    ).first()
+    return stamp(row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class ShownLine:
+    """A log line as the run page shows it: a copy, so that masking its links never touches
+    the stored row."""
+
+    step_name: str | None
+    attempt: int
+    level: str
+    message: str
+    fields: Any
+    created_at: datetime
+
+    @classmethod
+    def of(cls, line: LogLine, links: bool) -> ShownLine:
+        message, fields = (line.message, line.fields)
+        if not links:
+            message, fields = mask_links(message), mask_links(fields)
+        return cls(line.step_name, line.attempt, line.level, message, fields, line.created_at)
+
+
+def run_story(run_id: str) -> dict[str, Any]:
+    """Everything the run page shows: the run, a timeline of its steps with their log lines,
+    which steps were replayed from their checkpoints, and the actions its state allows."""
+    run = domain.get_run(run_id)
+    shown = links_visible()
+    detail = run_detail(run, links=shown)
+    rows = {r.name: r for r in run.steps}
+    logs = [
+        ShownLine.of(line, shown)
+        for line in db.session.scalars(
+            select(LogLine).where(LogLine.run_id == run.id).order_by(LogLine.id).limit(LOG_LIMIT)
+        )
+    ]
+    by_step: dict[str | None, list[ShownLine]] = {}
+    for line in logs:
+        by_step.setdefault(line.step_name, []).append(line)
+    for position, view in enumerate(detail["steps"]):
+        row = rows.get(view["name"])
+        view["replayed"] = bool(
+            row is not None
+            and row.status == "completed"
+            and run.replayed_at is not None
+            and row.finished_at is not None
+            and row.finished_at <= run.replayed_at
+        )
+        view["sleep_reason"] = row.sleep_reason if row is not None else None
+        view["logs"] = by_step.pop(view["name"], [])
+        view["current"] = position == run.current_step and not run.is_terminal
+        # The API says pending (SPEC §3 has no status for it); the page says what it means.
+        view["not_run"] = row is None and run.is_terminal and view["status"] == "pending"
+    wait = open_waits([run.id]).get(run.id)
+    return {
+        "run": detail,
+        "steps": detail["steps"],
+        "other_logs": [line for lines in by_step.values() for line in lines],
+        "log_count": len(logs),
+        "log_limit": LOG_LIMIT,
+        "allowed": domain.allowed_actions(run.status, run.paused_from, wait is not None),
+        "deadline": isoformat(wait[1]) if wait else None,
+        "waiting_step": wait[0] if wait else None,
+        "replays": run.replays,
+        "replayed_at": isoformat(run.replayed_at),
+        "wake_at": isoformat(run.wake_at),
+        "paused_from": run.paused_from,
+        "terminal": run.is_terminal,
+        "stamp": stamp(run),
+    }
