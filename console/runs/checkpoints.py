@@ -2,8 +2,10 @@
 step's end (``record_step_*``, tasks, emails), the run's end, and the reads a replay starts from.
 
 Every write here is fenced by the lease owner: a worker that lost its lease (it was presumed
-dead and another took over) can record nothing. Longer than the house's ~500 lines because the
-hot-path statements below are shared by all of these writes and stay private to this module.
+dead and another took over) can record nothing.
+
+Long: over the house's ~500 lines because the hot-path statements below are shared by all of
+these writes and stay private to this module.
 """
 
 from __future__ import annotations
