@@ -12,6 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("console", "workers")
 MAX_LINES = 500
+
+
 # Being split into packages (issue 12) on other branches: checked once that lands.
 def modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
