@@ -16,11 +16,15 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import CodeType, MappingProxyType
 from typing import Any, Protocol
 
-from console.timeutil import utcnow
+
+def utcnow() -> datetime:
+    # Not console.timeutil's: the step process imports this module and must not import the
+    # console package (Flask, SQLAlchemy) before it executes step code.
+    return datetime.now(UTC)
 
 
 class StepTimeout(Exception):

@@ -1,0 +1,448 @@
+"""The step sandbox with real step processes (no database: the engine's side is a handler
+that keeps its records in dicts, as ``workers.jobs.Execution`` keeps them in the database)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from workers.runtime import ClaimLost, RunInfo, StepLogger, StepResult, WaitRequested, utcnow
+from workers.sandbox import Limits, Sandbox, StepCall
+
+ROOT = os.geteuid() == 0
+
+
+@dataclass(frozen=True)
+class Links:
+    resume_url: str
+    cancel_url: str
+
+
+class Engine:
+    """The engine's side: records tasks, answers flow requests, notes emails."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Any] = {}
+        self.asked: list[str] = []
+        self.emails: list[tuple[Any, ...]] = []
+        self.waits: dict[str, Any] = {}
+        self.lose_claim = False
+
+    def task_result(self, key: str) -> tuple[bool, Any]:
+        self.asked.append(key)
+        return key in self.tasks, self.tasks.get(key)
+
+    def record_task(self, key: str, result: Any) -> None:
+        if self.lose_claim:
+            raise ClaimLost()
+        self.tasks[key] = result
+
+    def suspend(self, seconds: float) -> Links:
+        return Links(f"http://x/resume/{seconds:g}", "http://x/cancel/s")
+
+    def rerun(self, delay: float, context: Any, max_retries: int) -> Links:
+        if context == "refuse":
+            raise RuntimeError("a step cannot both suspend and rerun")
+        return Links(f"http://x/resume/rerun/{delay:g}", "http://x/cancel/r")
+
+    def wait(self, key: str, seconds: float) -> None:
+        if key not in self.waits:
+            self.waits[key] = utcnow() + timedelta(seconds=seconds)
+            raise WaitRequested(self.waits[key])
+
+    def send_email(self, to: Any, subject: str, text: str, html: str | None) -> None:
+        if to == "not-an-address":
+            raise ValueError("not-an-address is not an email address")
+        self.emails.append((to, subject, text, html))
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(Limits(memory_mb=512)) as box:
+        yield box
+
+
+def call(code: str, name: str = "step", timeout: float = 10, **kw: Any) -> StepCall:
+    kw.setdefault("run", RunInfo(id="run-1"))
+    return StepCall(name=name, code=code, timeout=timeout, **kw)
+
+
+def execute(box: Sandbox, code: str, engine: Engine | None = None, **kw: Any) -> Any:
+    logger = StepLogger(kw.get("name", "step"), 1)
+    end = box.execute(call(code, **kw), engine or Engine(), logger)
+    end.lines = logger.lines  # type: ignore[attr-defined]
+    return end
+
+
+def still_works(box: Sandbox) -> None:
+    end = execute(box, "def run(ctx):\n    return 'fine'")
+    assert (end.kind, end.output) == ("ok", "fine"), end.error
+
+
+def test_output_and_ctx_values_arrive(sandbox):
+    code = (
+        "def run(ctx):\n"
+        "    return {'n': ctx.input['n'], 'earlier': ctx.steps.fetch.output,\n"
+        "            'resumed': ctx.steps['ask'].resume_data,\n"
+        "            'timed_out': ctx.steps.ask.timed_out,\n"
+        "            'run': [ctx.run.id, ctx.run.runs, ctx.run.attempt, ctx.run.context,\n"
+        "                    ctx.run.callback_request, ctx.run.recovered,\n"
+        "                    ctx.run.previous_output],\n"
+        "            'key': ctx.idempotency_key, 'wf': [ctx.workflow, ctx.version],\n"
+        "            'secret': ctx.secrets['API_TOKEN']}"
+    )
+    end = execute(
+        sandbox,
+        code,
+        name="second",
+        input={"n": 7},
+        steps={
+            "fetch": StepResult("fetch", "completed", {"a": 1}),
+            "ask": StepResult("ask", "completed", None, {"ok": True}, True),
+        },
+        run=RunInfo(id="r9", runs=2, attempt=3, context={"c": 1}, callback_request={"q": 1}),
+        workflow="wf",
+        version="v4",
+        secrets={"API_TOKEN": "t0ken"},
+    )
+    assert end.kind == "ok", end.error
+    assert end.output == {
+        "n": 7,
+        "earlier": {"a": 1},
+        "resumed": {"ok": True},
+        "timed_out": True,
+        "run": ["r9", 2, 3, {"c": 1}, {"q": 1}, False, None],
+        "key": "r9:second:2",
+        "wf": ["wf", "v4"],
+        "secret": "t0ken",
+    }
+
+
+def test_print_and_logger_lines_reach_the_engine(sandbox):
+    code = (
+        "import sys\n"
+        "def run(ctx):\n"
+        "    print('hello', 42)\n"
+        "    ctx.logger.info('charged', amount=5)\n"
+        "    print('to stderr', file=sys.stderr)\n"
+        "    ctx.logger.error('late')\n"
+    )
+    end = execute(sandbox, code)
+    assert end.kind == "ok", end.error
+    assert [(x["level"], x["message"], x["fields"]) for x in end.lines] == [
+        ("print", "hello 42", None),
+        ("info", "charged", {"amount": 5}),
+        ("print", "to stderr", None),
+        ("error", "late", None),
+    ]
+    assert all(x["step_name"] == "step" and x["created_at"].tzinfo for x in end.lines)
+
+
+def test_task_asks_the_engine_and_records_once(sandbox):
+    engine = Engine()
+    code = (
+        "calls = []\n"
+        "def run(ctx):\n"
+        "    a = ctx.task('a', lambda x: calls.append(x) or {'v': x}, 1)\n"
+        "    again = ctx.task('a', lambda x: calls.append(x) or {'v': x}, 2)\n"
+        "    b = ctx.task('b', lambda: 'bee')\n"
+        "    return [a, again, b, len(calls)]\n"
+    )
+    first = execute(sandbox, code, engine)
+    assert first.output == [{"v": 1}, {"v": 1}, "bee", 1]
+    assert engine.tasks == {"a": {"v": 1}, "b": "bee"}
+    assert engine.asked == ["a", "b"]  # once per key: the answer is kept in the step process
+    # A replay: recorded results come back from the engine, the functions are not called.
+    replay = execute(sandbox, code.replace("'bee'", "'changed'"), engine)
+    assert replay.output == [{"v": 1}, {"v": 1}, "bee", 0]
+
+
+def test_claim_lost_in_the_handler_propagates_and_kills(sandbox):
+    engine = Engine()
+    engine.lose_claim = True
+    with pytest.raises(ClaimLost):
+        execute(sandbox, "def run(ctx):\n    ctx.task('a', lambda: 1)\n    return 2", engine)
+    still_works(sandbox)
+
+
+def test_handler_errors_reach_the_step_as_exceptions(sandbox):
+    code = (
+        "def run(ctx):\n"
+        "    try:\n"
+        "        ctx.send_email('not-an-address', 's', 't')\n"
+        "    except ValueError as exc:\n"
+        "        return str(exc)\n"
+    )
+    assert execute(sandbox, code).output == "not-an-address is not an email address"
+
+
+def test_email_suspend_rerun_exit_and_wait(sandbox):
+    engine = Engine()
+    code = (
+        "def run(ctx):\n"
+        "    links = ctx.flow.suspend(timeout=60)\n"
+        "    ctx.send_email(to='a@example.com', subject='Approve?', text=links.resume_url)\n"
+        "    return links.cancel_url\n"
+    )
+    end = execute(sandbox, code, engine)
+    assert (end.kind, end.output) == ("ok", "http://x/cancel/s")
+    assert [(r.kind, r.args) for r in end.requests] == [("suspend", {"timeout": 60.0})]
+    assert engine.emails == [("a@example.com", "Approve?", "http://x/resume/60", None)]
+
+    code = (
+        "def run(ctx):\n    return ctx.flow.rerun(5, context={'page': 2}, max_retries=3).resume_url"
+    )
+    end = execute(sandbox, code, engine)
+    assert end.output == "http://x/resume/rerun/5"
+    assert end.requests[0].args == {"delay": 5.0, "context": {"page": 2}, "max_retries": 3}
+
+    code = "def run(ctx):\n    ctx.flow.rerun(1, context='refuse')"
+    end = execute(sandbox, code, engine)
+    assert end.kind == "error" and "RuntimeError: a step cannot both" in end.error
+
+    # An exit is an exit even when the code catches it.
+    code = (
+        "def run(ctx):\n"
+        "    try:\n"
+        "        ctx.flow.exit('nothing to do')\n"
+        "    except BaseException:\n"
+        "        return 'went on'\n"
+    )
+    end = execute(sandbox, code, engine)
+    assert (end.kind, end.exit_reason) == ("exit", "nothing to do")
+
+    code = "def run(ctx):\n    ctx.wait('cool_down', 30)\n    return 'after'"
+    end = execute(sandbox, code, engine)
+    assert end.kind == "wait"
+    assert end.wait_until == engine.waits["cool_down"]
+    assert [(r.kind, r.args) for r in end.requests] == [
+        ("wait", {"key": "cool_down", "seconds": 30.0})
+    ]
+    # Time is up: the wait returns.
+    end = execute(sandbox, code, engine)
+    assert (end.kind, end.output) == ("ok", "after")
+
+
+def test_caught_wait_still_ends_as_a_wait(sandbox):
+    code = (
+        "def run(ctx):\n"
+        "    try:\n"
+        "        ctx.wait('w', 30)\n"
+        "    except BaseException:\n"
+        "        pass\n"
+        "    return 'ignored the wait'\n"
+    )
+    assert execute(sandbox, code).kind == "wait"
+
+
+def test_traceback_shows_the_steps_own_lines(sandbox):
+    end = execute(sandbox, "def run(ctx):\n    x = 1\n    return x / 0\n", name="divide")
+    assert end.kind == "error" and end.ended == "raised"
+    assert 'File "<step divide>", line 3, in run' in end.error
+    assert "return x / 0" in end.error
+    assert "stepprocess" not in end.error
+    assert end.summary == "ZeroDivisionError: division by zero"
+
+
+def test_swallowed_timeout_is_killed(sandbox):
+    code = (
+        "import time\n"
+        "def run(ctx):\n"
+        "    while True:\n"
+        "        try:\n"
+        "            time.sleep(0.2)\n"
+        "        except BaseException:\n"
+        "            pass\n"
+    )
+    started = time.monotonic()
+    end = execute(sandbox, code, timeout=2)
+    assert time.monotonic() - started < 4
+    assert (end.kind, end.ended) == ("error", "timeout")
+    assert "timed out after 2 s" in end.error
+    still_works(sandbox)
+
+
+def test_sigterm_ignored_during_the_grace_is_killed(sandbox):
+    code = (
+        "import signal, time\n"
+        "def run(ctx):\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "    time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    end = execute(sandbox, code, timeout=1)
+    assert time.monotonic() - started < 3.5
+    assert "timed out after 1 s" in end.error
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("import os\ndef run(ctx):\n    os._exit(1)", "the step's process exited with code 1"),
+        (
+            "import os, signal\ndef run(ctx):\n    os.kill(os.getpid(), signal.SIGSEGV)",
+            "the step's process was killed by signal 11 (SIGSEGV)",
+        ),
+        ("def run(ctx):\n    raise KeyboardInterrupt", "the step raised KeyboardInterrupt"),
+        ("import sys\ndef run(ctx):\n    sys.exit(3)", "the step raised SystemExit(3)"),
+    ],
+    ids=["os._exit", "sigsegv", "keyboardinterrupt", "systemexit"],
+)
+def test_a_dying_step_fails_with_how_it_ended(sandbox, code, error):
+    end = execute(sandbox, code)
+    assert end.kind == "error"
+    assert end.error.startswith(error), end.error
+    still_works(sandbox)
+
+
+def test_memory_limit():
+    with Sandbox(Limits(memory_mb=256)) as box:
+        end = execute(box, "def run(ctx):\n    return len(bytearray(2 * 1024 ** 3))")
+        assert (end.kind, end.ended) == ("error", "memory")
+        assert end.error.startswith("the step exceeded the memory limit of 256 MB")
+        assert end.summary == "the step exceeded the memory limit of 256 MB (STEP_MEMORY_MB)"
+        # Within the limit, memory is there.
+        end = execute(box, "def run(ctx):\n    return len(bytearray(100 * 1024 ** 2))")
+        assert end.output == 100 * 1024**2
+
+
+def test_output_and_task_result_size_limit(sandbox):
+    end = execute(sandbox, "def run(ctx):\n    return 'x' * (6 * 1024 * 1024)")
+    assert (end.kind, end.ended) == ("error", "size")
+    assert end.error == (
+        "the step's output is 6.0 MiB of JSON, more than the limit of 4 MiB (STEP_OUTPUT_MAX_BYTES)"
+    )
+    engine = Engine()
+    code = "def run(ctx):\n    ctx.task('big', lambda: 'x' * (5 * 1024 * 1024))"
+    end = execute(sandbox, code, engine)
+    assert end.error.startswith("the result of task 'big' is 5.0 MiB of JSON, more than")
+    assert engine.tasks == {}
+    still_works(sandbox)
+
+
+def test_long_lines_are_cut_and_lines_past_the_budget_dropped(sandbox):
+    code = "def run(ctx):\n    print('x' * (3 * 1024 * 1024))\n    return 1"
+    end = execute(sandbox, code)
+    assert end.kind == "ok"
+    (line,) = end.lines
+    assert len(line["message"].encode()) <= 64 * 1024
+    cut = 3 * 1024 * 1024 - line["message"].count("x")
+    assert line["message"].endswith(f"… [cut: {cut} characters]")
+
+    code = "def run(ctx):\n    for i in range(3 * 1024):\n        print(str(i) * 1024)\n"
+    end = execute(sandbox, code)
+    kept, last = end.lines[:-1], end.lines[-1]
+    assert sum(len(x["message"]) for x in kept) <= 1024 * 1024
+    assert len(kept) > 300
+    dropped = 3 * 1024 - len(kept)
+    assert last["message"] == (
+        f"{dropped} further log lines dropped: this execution logged more than 1 MiB "
+        "(STEP_LOG_MAX_BYTES)"
+    )
+
+
+def test_environment_holds_none_of_the_consoles_settings(monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "s3cret")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@h/db")
+    monkeypatch.setenv("REDIS_URL", "redis://h")
+    monkeypatch.setenv("PASSED_ON", "yes")
+    monkeypatch.setenv("TZ", "UTC")
+    with Sandbox(Limits(env_allow=("PASSED_ON",))) as box:
+        end = execute(box, "import os\ndef run(ctx):\n    return dict(os.environ)")
+    assert end.kind == "ok", end.error
+    assert not {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(end.output)
+    assert end.output["PASSED_ON"] == "yes"
+    assert set(end.output) <= {"PATH", "HOME", "LANG", "TZ", "BASE_URL", "TMPDIR", "PASSED_ON"}
+
+
+def test_no_inherited_file_descriptors(sandbox, tmp_path):
+    held = open(tmp_path / "engine-file", "w")  # noqa: SIM115 - open while the step runs
+    try:
+        end = execute(sandbox, "import os\ndef run(ctx):\n    return os.listdir('/proc/self/fd')")
+    finally:
+        held.close()
+    assert end.kind == "ok", end.error
+    # 0, 1, 2 (/dev/null), 3 (the channel) and the descriptor listdir itself holds.
+    assert len(end.output) <= 5
+    assert set(end.output) <= {"0", "1", "2", "3", "4"}
+
+
+@pytest.mark.skipif(not ROOT, reason="switching users needs root")
+def test_runs_as_step_user_and_cannot_read_private_files(sandbox, tmp_path):
+    private = tmp_path / "instance"
+    private.mkdir(mode=0o700)
+    secret = private / "secret_key"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    code = (
+        "import os, csv, decimal, datetime\n"
+        "def run(ctx):\n"
+        f"    path = {str(secret)!r}\n"
+        "    try:\n"
+        "        open(path).read()\n"
+        "        readable = True\n"
+        "    except PermissionError:\n"
+        "        readable = False\n"
+        "    open('scratch.txt', 'w').write('mine')\n"  # its own folder is writable
+        "    when = datetime.datetime.strptime('2024-01-02', '%Y-%m-%d')\n"
+        "    return [os.getuid(), os.getgid(), os.getgroups(), readable, when.year]\n"
+    )
+    end = execute(sandbox, code)
+    assert end.kind == "ok", end.error
+    nobody = pwd.getpwnam("nobody")
+    assert end.output == [nobody.pw_uid, nobody.pw_gid, [], False, 2024]
+
+
+def test_kill_from_another_thread_stops_the_step(sandbox):
+    code = "import time\ndef run(ctx):\n    time.sleep(60)"
+    timer = threading.Timer(0.5, sandbox.kill, args=("canceled",))
+    started = time.monotonic()
+    timer.start()
+    end = execute(sandbox, code, timeout=60)
+    timer.join()
+    assert time.monotonic() - started < 3
+    assert (end.kind, end.killed_for) == ("killed", "canceled")
+    still_works(sandbox)
+
+
+def test_kill_from_a_signal_handler(sandbox):
+    """How the engine stops at once on SIGTERM: its handler kills the step process."""
+    previous = signal.signal(signal.SIGALRM, lambda *_: sandbox.kill("shutdown"))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        end = execute(sandbox, "import time\ndef run(ctx):\n    time.sleep(60)", timeout=60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (end.kind, end.killed_for) == ("killed", "shutdown")
+    still_works(sandbox)
+
+
+def test_steps_of_a_run_share_a_process_and_runs_do_not(sandbox):
+    code = "import os\ndef run(ctx):\n    return os.getpid()"
+    a1 = execute(sandbox, code, process_key="a").output
+    a2 = execute(sandbox, code, process_key="a").output
+    b = execute(sandbox, code, process_key="b").output
+    fresh = execute(sandbox, code).output
+    assert a1 == a2
+    assert len({a1, b, fresh}) == 3
+
+
+def test_a_dead_zygote_is_started_again(sandbox):
+    assert sandbox._zygote is not None
+    sandbox._zygote.kill()
+    sandbox._zygote.wait()
+    end = execute(sandbox, "def run(ctx):\n    return 1")
+    # The step process it had forked dies with it: that one execution fails, then it works.
+    if end.kind != "ok":
+        assert end.kind == "error"
+    still_works(sandbox)
