@@ -166,6 +166,15 @@ def test_task_asks_the_engine_and_records_once(sandbox):
     assert replay.output == [{"v": 1}, {"v": 1}, "bee", 0]
 
 
+def test_task_results_sent_with_the_step_need_no_question(sandbox):
+    engine = Engine()
+    code = "def run(ctx):\n    return [ctx.task('a', lambda: 1), ctx.task('b', lambda: 2)]"
+    end = execute(sandbox, code, engine, tasks={"a": "recorded"})
+    assert end.output == ["recorded", 2]
+    assert engine.asked == []
+    assert engine.tasks == {"b": 2}
+
+
 def test_claim_lost_in_the_handler_propagates_and_kills(sandbox):
     engine = Engine()
     engine.lose_claim = True

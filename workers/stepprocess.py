@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import ctypes
+import gc
 import os
 import pwd
 import resource
@@ -85,6 +86,9 @@ def zygote(control_fd: int) -> None:
     for name in PRELOAD:
         with contextlib.suppress(Exception):
             __import__(name)
+    # Out of the collector's sight: a step process's first collection would otherwise touch
+    # every preloaded object and copy each page the fork shared (measured: 68 ms against 9).
+    gc.freeze()
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -306,15 +310,19 @@ class ChannelLogger(StepLogger):
 
 
 class RemoteTasks(dict[str, Any]):
-    """``ctx.task``'s record: asks the engine whether a key is recorded, once per key."""
+    """``ctx.task``'s record: the results the engine sent with the step when it did (then
+    a key not among them is not recorded), else asked for once per key."""
 
-    def __init__(self, link: Link) -> None:
-        super().__init__()
+    def __init__(self, link: Link, recorded: dict[str, Any] | None) -> None:
+        super().__init__(recorded or {})
         self.link = link
+        self.complete = recorded is not None
 
     def __contains__(self, key: object) -> bool:
         if dict.__contains__(self, key):
             return True
+        if self.complete:
+            return False
         reply, value = self.link.request({"op": "task_get", "key": key})
         if reply.get("found"):
             self[str(key)] = value
@@ -356,8 +364,30 @@ class ChildFlow(Flow):
         raise FlowExit(reason)
 
 
+WARM_UP = {
+    "name": "warm_up",
+    "code": "def run(ctx):\n    print('warm')\n    ctx.logger.info('up', n=1)\n    return {}",
+    "run": {"id": "warm-up"},
+    "steps": {"earlier": ["completed", {"a": 1}, None, False]},
+    "tasks": {},
+    "log_max_bytes": 1024,
+}
+
+
+def warm_up() -> None:
+    """Execute a no-op step on a channel of its own: the pages its first step would touch
+    are copied from the zygote now, while the process waits to be handed out (pre-forked),
+    rather than during that step (measured: 1.4 ms cold)."""
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        execute(mine, dict(WARM_UP))
+        channel.recv(theirs)  # the log batch
+        channel.recv(theirs)  # done
+
+
 def serve(sock: socket.socket) -> int:
     """Execute ``step`` frames until the channel closes; the process's exit code."""
+    warm_up()
     while True:
         try:
             header, spec = channel.recv(sock)
@@ -390,7 +420,7 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> None:
         workflow=spec.get("workflow", ""),
         version=spec.get("version", ""),
         step_name=name,
-        tasks=RemoteTasks(link),
+        tasks=RemoteTasks(link, spec.get("tasks")),
         record_task=lambda key, result: _record(link, key, result),
         flow=flow,
         secrets=MappingProxyType(dict(spec.get("secrets") or {})),
