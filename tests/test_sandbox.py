@@ -455,3 +455,47 @@ def test_a_dead_zygote_is_started_again(sandbox):
     if end.kind != "ok":
         assert end.kind == "error"
     still_works(sandbox)
+
+
+def test_a_step_can_have_its_own_memory_limit(sandbox):
+    code = "def run(ctx):\n    return len(bytearray(300 * 1024 ** 2))"
+    end = execute(sandbox, code, memory_mb=200)
+    assert end.error.startswith("the step exceeded the memory limit of 200 MB")
+    assert execute(sandbox, code).output == 300 * 1024**2  # the sandbox's 512 MB
+
+
+def test_a_forked_engine_process_uses_a_zygote_of_its_own(sandbox):
+    """An RQ work-horse is a fork of the worker: it must not read the parent's replies."""
+    still_works(sandbox)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked engine process
+        code = 1
+        try:
+            end = execute(sandbox, "def run(ctx):\n    return 'from the fork'")
+            code = 0 if end.output == "from the fork" else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        assert answer.read() == b"\x00"
+    os.waitpid(pid, 0)
+    still_works(sandbox)
+
+
+@pytest.mark.skipif(not ROOT, reason="switching users needs root")
+def test_an_unknown_step_user_is_named():
+    with (
+        Sandbox(Limits(user="no-such-user-here")) as box,
+        pytest.raises(RuntimeError, match="no-such-user-here"),
+    ):
+        execute(box, "def run(ctx):\n    return 1")
+
+
+def test_kill_while_idle_replaces_the_process(sandbox):
+    code = "import os\ndef run(ctx):\n    return os.getpid()"
+    first = execute(sandbox, code, process_key="idle").output
+    sandbox.kill("canceled")
+    second = execute(sandbox, code, process_key="idle")
+    assert second.kind == "ok" and second.output != first

@@ -128,6 +128,8 @@ class StepCall:
     secrets: Mapping[str, str] = field(default_factory=dict)
     # Steps with the same key may share a step process (the run's id); None: a fresh one.
     process_key: str | None = None
+    # A per-step STEP_MEMORY_MB (None: the sandbox's).
+    memory_mb: int | None = None
     # The step's recorded task results, when the engine has them at hand: sent with the
     # step, they save ``ctx.task`` a round trip per key. None: asked for key by key.
     tasks: Mapping[str, Any] | None = None
@@ -223,7 +225,11 @@ class Sandbox:
         self._forked: dict[int, int] = {}
         self._statuses: dict[int, int] = {}
         self._next_id = 0
-        self._lock = threading.Lock()
+        # Reentrant: ``kill`` may run in a signal handler while this thread holds it.
+        self._lock = threading.RLock()
+        self._fork_error = ""
+        self._pid = os.getpid()
+        self._parents_zygote: subprocess.Popen[bytes] | None = None
         self._running = False
         self._killed_for: str | None = None
 
@@ -301,66 +307,90 @@ class Sandbox:
                 self._forked[message["id"]] = message["pid"]
             elif message.get("op") == "fork_failed":
                 self._forked[message["id"]] = -1
+                self._fork_error = str(message.get("error"))
             if want(message):
                 return message
         return None
 
-    def _request_fork(self) -> tuple[int, socket.socket]:
+    def _request_fork(self, memory_mb: int) -> tuple[int, socket.socket]:
         assert self._control is not None
         self._next_id += 1
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         request = {
             "op": "fork",
             "id": self._next_id,
-            "memory_mb": self.limits.memory_mb,
+            "memory_mb": memory_mb,
             "user": self.limits.user,
         }
         with theirs:
             socket.send_fds(self._control, [channel.dumps(request)], [theirs.fileno()])
         return self._next_id, mine
 
-    def _take_fork(self, fork_id: int, sock: socket.socket) -> _Child:
+    def _take_fork(self, fork_id: int, sock: socket.socket, memory_mb: int) -> _Child:
         if fork_id not in self._forked:
             self._read_control(10.0, lambda m: m.get("id") == fork_id)
         pid = self._forked.pop(fork_id, -1)
         if pid <= 0:
             sock.close()
-            raise RuntimeError("the step sandbox could not start a step process")
-        return _Child(pid, sock, self.limits.memory_mb)
+            raise RuntimeError(
+                f"the step sandbox could not start a step process: {self._fork_error}"
+            )
+        return _Child(pid, sock, memory_mb)
 
-    def _new_child(self) -> _Child:
+    def _new_child(self, memory_mb: int) -> _Child:
         self.start()
-        if self._spare is not None and self._spare_sock is not None:
+        if (
+            self._spare is not None
+            and self._spare_sock is not None
+            and memory_mb == self.limits.memory_mb
+        ):
             fork_id, sock = self._spare, self._spare_sock
             self._spare = self._spare_sock = None
         else:
-            fork_id, sock = self._request_fork()
-        return self._take_fork(fork_id, sock)
+            fork_id, sock = self._request_fork(memory_mb)
+        return self._take_fork(fork_id, sock, memory_mb)
 
     def _prefork(self) -> None:
         """Have the next run's step process forked (and warmed up) ahead. Asked for after an
-        execution, not before: the fork and the new process's start then overlap the
-        engine's checkpoint, not the step (measured: 9 ms against 1.5 ms for the next run's
-        first step on a busy 2-core machine)."""
+        execution rather than when a run takes the spare: the fork and the new process's
+        start then overlap the engine's checkpoint, not the step that just began."""
         if self.prefork and self._spare is None and self._control is not None:
-            self._spare, self._spare_sock = self._request_fork()
+            self._spare, self._spare_sock = self._request_fork(self.limits.memory_mb)
 
     def _child_for(self, call: StepCall) -> _Child:
+        if self._pid != os.getpid():
+            self._forget_inherited()
+        memory_mb = call.memory_mb or self.limits.memory_mb
         child = self._child
         if child is not None and (
             _idle_ended(child.sock)
             or call.process_key is None
             or child.key != call.process_key
-            or child.memory_mb != self.limits.memory_mb
+            or child.memory_mb != memory_mb
         ):
             self._retire()
             child = None
         if child is None:
-            child = self._new_child()
+            child = self._new_child(memory_mb)
             child.key = call.process_key
             with self._lock:
                 self._child = child
         return child
+
+    def _forget_inherited(self) -> None:
+        """In a forked process (an RQ work-horse): the zygote and its messages belong to the
+        parent; this process starts its own rather than read the parent's replies."""
+        socks = [self._control, self._spare_sock, self._child.sock if self._child else None]
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+        # Kept, not collected: the parent's zygote is not this process's to wait for.
+        self._parents_zygote = self._zygote
+        self._zygote = self._control = self._child = None
+        self._spare = self._spare_sock = None
+        self._forked.clear()
+        self._statuses.clear()
+        self._pid = os.getpid()
 
     def _retire(self) -> None:
         """Let the current step process go: it exits when its channel closes."""
@@ -471,12 +501,12 @@ class Sandbox:
                 return session.finish(end)
         except channel.ChannelClosed:
             status = self._stop(child, 0)
-            return session.finish(self._died(status))
+            return session.finish(self._died(status, child.memory_mb))
         except BaseException:
             self._stop(child, 0)
             raise
 
-    def _died(self, status: int | None) -> StepEnd:
+    def _died(self, status: int | None, memory_mb: int) -> StepEnd:
         if self._killed_for is not None:
             reason = self._killed_for
             return StepEnd("killed", killed_for=reason, error=f"the step was stopped: {reason}")
@@ -492,11 +522,8 @@ class Sandbox:
             return StepEnd("error", error=error, ended="signal")
         code = os.WEXITSTATUS(status)
         if code == MEMORY_EXIT:
-            return StepEnd("error", error=self._memory_error(), ended="memory")
+            return StepEnd("error", error=memory_error(memory_mb), ended="memory")
         return StepEnd("error", error=f"the step's process exited with code {code}", ended="exited")
-
-    def _memory_error(self) -> str:
-        return f"the step exceeded the memory limit of {self.limits.memory_mb} MB (STEP_MEMORY_MB)"
 
 
 class _Session:
@@ -536,7 +563,7 @@ class _Session:
             return self.done(sock, header, size)
         key = str(header.get("key", ""))
         what = f"the result of task {key!r}" if op == "task_put" else ""
-        value = self._payload(sock, size, output_max if op != "log" else 0, what)
+        value = self._payload(sock, size, output_max, what)
         if self.wait_until is not None:
             self.reply(sock, {"stop": "wait", "until": self.wait_until.isoformat()})
             return None
@@ -624,8 +651,7 @@ class _Session:
             text = self._payload(sock, size, 4 * channel.LOG_LINE_MAX, "")
             summary = str(header.get("summary") or "")
             if header.get("memory"):
-                limit = self.limits.memory_mb
-                memory = f"the step exceeded the memory limit of {limit} MB (STEP_MEMORY_MB)"
+                memory = memory_error(self.call.memory_mb or self.limits.memory_mb)
                 return StepEnd("error", error=f"{memory}\n{text}", summary=memory, ended="memory")
             return StepEnd(
                 "error", error=channel.cut_line(str(text)), summary=summary, ended="raised"
@@ -650,6 +676,10 @@ class _Session:
                 }
             )
         return end
+
+
+def memory_error(memory_mb: int) -> str:
+    return f"the step exceeded the memory limit of {memory_mb} MB (STEP_MEMORY_MB)"
 
 
 def _idle_ended(sock: socket.socket) -> bool:
