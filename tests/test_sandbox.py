@@ -499,3 +499,58 @@ def test_kill_while_idle_replaces_the_process(sandbox):
     sandbox.kill("canceled")
     second = execute(sandbox, code, process_key="idle")
     assert second.kind == "ok" and second.output != first
+
+
+ENGINE = """
+import sys
+from workers.runtime import RunInfo, StepLogger
+from workers.sandbox import Limits, Sandbox, StepCall
+
+class Engine:
+    def task_result(self, key):
+        return False, None
+    def record_task(self, key, result):
+        print(result, flush=True)
+
+box = Sandbox(Limits())
+box.start()
+print(box._zygote.pid, flush=True)
+code = "import os, time\\ndef run(ctx):\\n    ctx.task('pid', os.getpid)\\n    time.sleep(600)"
+box.execute(StepCall("hang", code, 600, run=RunInfo(id="r")), Engine(), StepLogger("hang", 1))
+"""
+
+
+def gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_engine_killed_takes_its_step_processes_with_it():
+    import subprocess
+    import sys
+
+    engine = subprocess.Popen(
+        [sys.executable, "-c", ENGINE],
+        stdout=subprocess.PIPE,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        assert engine.stdout is not None
+        zygote = int(engine.stdout.readline())
+        step = int(engine.stdout.readline())
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.wait()
+        # The zygote sees its control socket close; the step process dies with the zygote.
+        assert gone(zygote, 5)
+        assert gone(step, 5)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+        engine.stdout.close()

@@ -162,7 +162,13 @@ def _fork(
         _reply(control, {"op": "fork_failed", "id": request["id"], "error": str(exc)})
         return
     zygote_pid = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:  # out of processes or memory: this request fails, not the zygote
+        os.close(chan_fd)
+        shutil.rmtree(workdir, ignore_errors=True)
+        _reply(control, {"op": "fork_failed", "id": request["id"], "error": str(exc)})
+        return
     if pid == 0:
         code = 70
         try:
