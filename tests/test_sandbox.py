@@ -262,6 +262,16 @@ def test_traceback_shows_the_steps_own_lines(sandbox):
     assert end.summary == "ZeroDivisionError: division by zero"
 
 
+def test_code_that_does_not_compile_or_define_run_says_only_that(sandbox):
+    end = execute(sandbox, "def run(ctx)\n    return 1", name="broken")
+    assert end.error == (
+        '  File "<step broken>", line 1\n    def run(ctx)\n                ^\n'
+        "SyntaxError: expected ':'"
+    )
+    end = execute(sandbox, "x = 1")
+    assert end.error == "TypeError: the step's code does not define run(ctx)"
+
+
 def test_swallowed_timeout_is_killed(sandbox):
     code = (
         "import time\n"

@@ -26,6 +26,7 @@ import signal
 import socket
 import tempfile
 import threading
+import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -458,10 +459,10 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> None:
         pass
     except MemoryError as exc:
         done.update(kind="error", memory=True, summary=_raised(exc))
-        payload = channel.dumps(channel.cut_line(step_traceback(exc)))
+        payload = channel.dumps(channel.cut_line(_error_text(exc)))
     except BaseException as exc:  # noqa: BLE001 - whatever the step raised fails it
         summary = f"{type(exc).__name__}: {exc}"
-        text = step_traceback(exc)
+        text = _error_text(exc)
         if not isinstance(exc, Exception):
             text = f"the step raised {_raised(exc)}\n{text}"
             summary = f"raised {_raised(exc)}"
@@ -480,6 +481,17 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> None:
         channel.send(sock, done, payload)
     except channel.ChannelClosed:
         os._exit(70)
+
+
+def _error_text(exc: BaseException) -> str:
+    """The step's own traceback; only the message when no frame of the step's is in it (its
+    code does not compile, or defines no ``run``): the sandbox's frames say nothing to a user."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith("<step "):
+            return step_traceback(exc)
+        tb = tb.tb_next
+    return "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
 
 
 def _record(link: Link, key: str, result: Any) -> None:
