@@ -99,6 +99,21 @@ def sandboxed(
     return step
 
 
+def fork_us(repeat: int) -> float:
+    """What RQ's forking worker pays per job before any step: a fork of a process that has
+    the console (Flask, SQLAlchemy, RQ, the engine) imported, and its exit."""
+    import console.models  # noqa: F401
+    import workers.jobs  # noqa: F401
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    return median_us(fork, repeat)
+
+
 def measure(repeat: int) -> list[tuple[str, float, str]]:
     rows: list[tuple[str, float, str]] = []
     starts = []
@@ -132,6 +147,7 @@ def measure(repeat: int) -> list[tuple[str, float, str]]:
             sandboxed(box, NOOP, lambda: f"r{next(counter)}", new_runs=True), runs, 0.03
         )
 
+    horse = fork_us(max(10, repeat // 10))
     rows += [
         ("no-op step in-process (call_step, today)", base, "µs"),
         ("no-op step, step process of the run reused", step, "µs"),
@@ -146,6 +162,7 @@ def measure(repeat: int) -> list[tuple[str, float, str]]:
         ("  sandboxed, each key asked for", tasks_asked / 100, "µs"),
         ("1000 print lines, per line, in-process", prints_in / 1000, "µs"),
         ("  sandboxed", prints_out / 1000, "µs"),
+        ("fork + exit of an engine with the console imported (RQ's horse)", horse, "µs"),
     ]
     return rows
 

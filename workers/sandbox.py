@@ -2,31 +2,40 @@
 ended. The engine (claims, checkpoints, the database, Redis) never executes step code; what
 the step's ``ctx`` asks of it arrives here as messages, answered by a ``StepHandler``.
 
-How it is built, and why (figures from ``python -m bench.sandbox`` on the 2-core CI machine,
-medians):
+How it is built, and why (medians from ``python -m bench.sandbox`` on this 2-core machine,
+shared and busy: load average 5 to 11 while measured; expect less on a quiet one):
 
 - **A zygote per engine**, started once as a fresh interpreter (``workers.stepprocess``),
   never a fork of the engine: a fork of the engine would carry the app, its configuration,
   the secret key and the pool's sockets in its memory. The zygote imports only the standard
-  library and the step runtime, then forks step processes. Starting it costs ~60 ms once;
-  a new interpreter per run would cost that on every run.
-- **One step process per run**, forked by the zygote (~1.5 ms from request to first step,
-  pre-forked one ahead so that a run usually finds one ready), reused for that run's steps
-  (a step boundary, frames both ways, ~60 µs) and replaced after a kill or a death. A process
-  per step execution costs the fork on every step for little more isolation: steps of one run
-  share an author and a workflow.
+  library and the step runtime (0.4–0.8 s, once), then forks step processes.
+- **One step process per run**, reused for that run's steps and replaced after a kill or a
+  death. A reused process costs ~0.3 ms per step over today's in-process ``call_step``
+  (0.04 ms), ~0.7 ms when it sat idle first. A new process costs a fork of the zygote plus
+  its start: ~20–30 ms on demand (fork is slow on this VM: ~0.3 ms per MB of the parent),
+  so one is **pre-forked and warmed up** after each execution, and a run that takes it pays
+  3–9 ms more on its first step. A process per step would pay that on every step, for little
+  isolation gained: the steps of a run share an author and a workflow. ``ctx.task`` costs a
+  round trip (0.2–0.4 ms) when the recorded results come with the step (``StepCall.tasks``),
+  two when each key is asked for; a print line ~25 µs (batched).
+- **The engine need not fork per job**: crash isolation now comes from the step process,
+  and RQ's fork of a work-horse with the console imported costs ~14 ms per job here, more
+  than the step process it would protect. A forked engine still works (``Sandbox`` starts a
+  zygote of its own in a process that is not the one that created it), at that price.
 - **Isolation after the fork**, in the step process, before any step code: the environment
   is the filtered one the zygote started with (``step_environment``); every file descriptor
   except its channel is closed (0, 1, 2 are ``/dev/null``); when the zygote runs as root it
   drops to ``STEP_USER`` (setgroups, setgid, setuid) *after* the interpreter and modules are
   loaded, so the interpreter may live where that user cannot read, and works in a temporary
-  folder of its own. ``PR_SET_NO_NEW_PRIVS`` keeps setuid programs from giving root back.
+  folder of its own (``HOME`` and ``TMPDIR`` then point there). ``PR_SET_NO_NEW_PRIVS``
+  keeps setuid programs from giving root back; the step process is not dumpable, so other
+  processes of ``STEP_USER`` cannot read its memory or environment.
 - **Limits from outside**: the timeout is kept here (SIGTERM, then SIGKILL to the step
   process's group after ``term_grace`` ≤ 1 s, whatever the code catches); memory is
   ``RLIMIT_AS`` (address space: cgroups would need a delegated hierarchy that a plain install
   or a dyno does not have), so a step that allocates past it gets ``MemoryError``; the
-  zygote's own share (~40 MB of mappings) counts in it. Sizes are measured on the frames'
-  payloads before they are read: a value over ``STEP_OUTPUT_MAX_BYTES`` is never read.
+  zygote's own mappings (~35 MB) count in it. Sizes are measured on the frames' payloads
+  before they are read: a value over ``STEP_OUTPUT_MAX_BYTES`` is never read.
 
 Steps may import what the zygote preloaded (``stepprocess.PRELOAD``) and anything else
 ``STEP_USER`` can read.
