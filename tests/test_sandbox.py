@@ -564,3 +564,43 @@ def test_engine_killed_takes_its_step_processes_with_it():
             engine.kill()
             engine.wait()
         engine.stdout.close()
+
+
+@pytest.mark.skipif(not ROOT, reason="switching users needs root")
+def test_another_step_process_cannot_read_a_steps_environment(sandbox):
+    """Two steps run as the same STEP_USER; one cannot read the other's memory or
+    environment (the step process is not dumpable)."""
+
+    class Recording(Engine):
+        started = threading.Event()
+
+        def record_task(self, key: str, result: Any) -> None:
+            super().record_task(key, result)
+            self.started.set()
+
+    engine = Recording()
+    code = "import os, time\ndef run(ctx):\n    ctx.task('pid', os.getpid)\n    time.sleep(30)"
+    with Sandbox(Limits()) as other:
+        worker = threading.Thread(
+            target=execute, args=(other, code, engine), kwargs={"timeout": 30}
+        )
+        worker.start()
+        try:
+            assert engine.started.wait(10)
+            pid = engine.tasks["pid"]
+            probe = (
+                "def run(ctx):\n"
+                "    out = []\n"
+                "    for name in ('environ', 'mem', 'maps'):\n"
+                "        try:\n"
+                f"            open('/proc/{pid}/' + name, 'rb').read(1)\n"
+                "            out.append(name)\n"
+                "        except PermissionError:\n"
+                "            pass\n"
+                "    return out\n"
+            )
+            end = execute(sandbox, probe)
+        finally:
+            other.kill("canceled")
+            worker.join()
+    assert (end.kind, end.output) == ("ok", [])

@@ -417,13 +417,13 @@ class Sandbox:
         in progress, if any, ends as ``killed`` with ``killed_for=reason``."""
         with self._lock:
             child = self._child
+            idle = not self._running
+            if not idle:  # also before the execution's process is there: it is not used
+                self._killed_for = reason
             if child is None:
                 return
-            idle = not self._running
             if idle:
                 self._child = None
-            else:
-                self._killed_for = reason
         with contextlib.suppress(OSError):
             os.killpg(child.pid, signal.SIGKILL)
         if idle:
@@ -461,11 +461,11 @@ class Sandbox:
         """Execute one step. Its log lines are appended to ``logger`` (within the limits),
         so that the engine writes them with its next record as it does today."""
         started = time.monotonic()
-        self._killed_for = None
-        child = self._child_for(call)
         with self._lock:
+            self._killed_for = None
             self._running = True
         try:
+            child = self._child_for(call)
             end = self._drive(child, call, handler, logger, started)
         finally:
             with self._lock:
@@ -487,6 +487,8 @@ class Sandbox:
         deadline = started + call.timeout
         try:
             try:
+                if self._killed_for is not None:
+                    raise channel.ChannelClosed("killed before it began")
                 channel.send(child.sock, {"op": "step"}, channel.dumps(call.spec(self.limits)))
                 while True:
                     remaining = deadline - time.monotonic()
