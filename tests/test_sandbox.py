@@ -604,3 +604,25 @@ def test_another_step_process_cannot_read_a_steps_environment(sandbox):
             other.kill("canceled")
             worker.join()
     assert (end.kind, end.output) == ("ok", [])
+
+
+def test_step_folders_are_removed():
+    code = (
+        "import os\n"
+        "def run(ctx):\n"
+        "    open('left-behind', 'w').write('x')\n"
+        "    if ctx.input.get('die'):\n"
+        "        os._exit(1)\n"
+        "    return os.getcwd()\n"
+    )
+    with Sandbox(Limits()) as box:
+        first = execute(box, code).output
+        execute(box, code, input={"die": True})
+        assert execute(box, code, process_key="kept").kind == "ok"
+        folder = box._folder
+        assert os.path.dirname(first) == folder
+        deadline = time.monotonic() + 5
+        while os.path.exists(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(first)  # its process ended: removed by the zygote
+    assert not os.path.exists(folder)  # with the zygote: everything left in it

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -237,6 +238,7 @@ class Sandbox:
         # Reentrant: ``kill`` may run in a signal handler while this thread holds it.
         self._lock = threading.RLock()
         self._fork_error = ""
+        self._folder = ""
         self._pid = os.getpid()
         self._parents_zygote: subprocess.Popen[bytes] | None = None
         self._running = False
@@ -270,9 +272,11 @@ class Sandbox:
                 start_new_session=True,
             )
         self._control = mine
-        if self._read_control(30.0, lambda m: m.get("op") == "ready") is None:
+        ready = self._read_control(30.0, lambda m: m.get("op") == "ready")
+        if ready is None:
             self._reset_zygote()
             raise RuntimeError("the step sandbox's zygote did not start")
+        self._folder = str(ready.get("folder") or "")
 
     def _reset_zygote(self) -> None:
         if self._control is not None:
@@ -284,6 +288,9 @@ class Sandbox:
                 self._zygote.kill()
                 self._zygote.wait()
         self._zygote = self._control = None
+        if self._folder:  # what step processes killed with the zygote left behind
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = ""
         for sock in (self._spare_sock,):
             if sock is not None:
                 sock.close()
@@ -397,6 +404,7 @@ class Sandbox:
         self._parents_zygote = self._zygote
         self._zygote = self._control = self._child = None
         self._spare = self._spare_sock = None
+        self._folder = ""
         self._forked.clear()
         self._statuses.clear()
         self._pid = os.getpid()

@@ -97,10 +97,14 @@ def zygote(control_fd: int) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     children: dict[int, str] = {}
+    # Each step process's folder is made in this one; the engine removes it with whatever a
+    # killed step process left behind, once the zygote is gone. Others may pass, not list.
+    tempfile.tempdir = tempfile.mkdtemp(prefix="steps-")
+    os.chmod(tempfile.tempdir, 0o711)
     sel = selectors.DefaultSelector()
     sel.register(control, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
-    _reply(control, {"op": "ready", "pid": os.getpid()})
+    _reply(control, {"op": "ready", "pid": os.getpid(), "folder": tempfile.tempdir})
     try:
         while True:
             for key, _ in sel.select():
@@ -125,6 +129,10 @@ def zygote(control_fd: int) -> None:
         for pid in children:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+        shutil.rmtree(tempfile.tempdir, ignore_errors=True)
 
 
 def _reply(control: socket.socket, message: dict[str, Any]) -> None:
