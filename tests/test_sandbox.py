@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -369,6 +370,21 @@ def test_long_lines_are_cut_and_lines_past_the_budget_dropped(sandbox):
     )
 
 
+def test_limits_from_settings():
+    limits = Limits.from_settings(
+        {
+            "STEP_USER": "daemon",
+            "STEP_MEMORY_MB": "300",
+            "STEP_OUTPUT_MAX_BYTES": 1000,
+            "STEP_LOG_MAX_BYTES": "2000",
+            "STEP_ENV_ALLOW": " API_HOST, PROXY ,",
+        }
+    )
+    assert limits == Limits(300, 1000, 2000, "daemon", ("API_HOST", "PROXY"))
+    assert Limits.from_settings({}) == Limits()
+    assert Limits.from_settings({"STEP_USER": ""}).user is None
+
+
 def test_environment_holds_none_of_the_consoles_settings(monkeypatch):
     monkeypatch.setenv("SECRET_KEY", "s3cret")
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@h/db")
@@ -383,12 +399,17 @@ def test_environment_holds_none_of_the_consoles_settings(monkeypatch):
     assert set(end.output) <= {"PATH", "HOME", "LANG", "TZ", "BASE_URL", "TMPDIR", "PASSED_ON"}
 
 
-def test_no_inherited_file_descriptors(sandbox, tmp_path):
-    held = open(tmp_path / "engine-file", "w")  # noqa: SIM115 - open while the step runs
+def test_no_inherited_file_descriptors(tmp_path):
+    held = open(tmp_path / "engine-file", "w")  # noqa: SIM115 - open while the engine starts
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "redis.sock"))
     try:
-        end = execute(sandbox, "import os\ndef run(ctx):\n    return os.listdir('/proc/self/fd')")
+        with Sandbox(Limits()) as box:
+            code = "import os\ndef run(ctx):\n    return os.listdir('/proc/self/fd')"
+            end = execute(box, code)
     finally:
         held.close()
+        listener.close()
     assert end.kind == "ok", end.error
     # 0, 1, 2 (/dev/null), 3 (the channel) and the descriptor listdir itself holds.
     assert len(end.output) <= 5
