@@ -218,6 +218,7 @@ def test_email_suspend_rerun_exit_and_wait(sandbox):
     code = "def run(ctx):\n    ctx.flow.rerun(1, context='refuse')"
     end = execute(sandbox, code, engine)
     assert end.kind == "error" and "RuntimeError: a step cannot both" in end.error
+    assert end.requests == []  # refused: not a request the engine took
 
     # An exit is an exit even when the code catches it.
     code = (

@@ -234,6 +234,7 @@ class Sandbox:
         self._spare_sock: socket.socket | None = None
         self._forked: dict[int, int] = {}
         self._statuses: dict[int, int] = {}
+        self._retired: set[int] = set()
         self._next_id = 0
         # Reentrant: ``kill`` may run in a signal handler while this thread holds it.
         self._lock = threading.RLock()
@@ -297,6 +298,7 @@ class Sandbox:
         self._spare = self._spare_sock = None
         self._forked.clear()
         self._statuses.clear()
+        self._retired.clear()
 
     def _read_control(self, timeout: float, want: Any) -> dict[str, Any] | None:
         """Read the zygote's messages until one satisfies ``want`` (None after ``timeout``
@@ -318,7 +320,10 @@ class Sandbox:
                 return None
             message = channel.json.loads(data)
             if message.get("op") == "exited":
-                self._statuses[message["pid"]] = message["status"]
+                if message["pid"] in self._retired:  # nobody waits for its status
+                    self._retired.discard(message["pid"])
+                else:
+                    self._statuses[message["pid"]] = message["status"]
             elif message.get("op") == "forked":
                 self._forked[message["id"]] = message["pid"]
             elif message.get("op") == "fork_failed":
@@ -407,6 +412,7 @@ class Sandbox:
         self._folder = ""
         self._forked.clear()
         self._statuses.clear()
+        self._retired.clear()
         self._pid = os.getpid()
 
     def _retire(self) -> None:
@@ -414,7 +420,13 @@ class Sandbox:
         with self._lock:
             child, self._child = self._child, None
         if child is not None:
+            self._forget(child.pid)
             child.sock.close()
+
+    def _forget(self, pid: int) -> None:
+        """No one will wait for this process's status: drop it, now or when it comes."""
+        if self._statuses.pop(pid, None) is None:
+            self._retired.add(pid)
 
     def end_run(self) -> None:
         """The run whose steps shared the step process ended: its process goes."""
@@ -435,6 +447,7 @@ class Sandbox:
         with contextlib.suppress(OSError):
             os.killpg(child.pid, signal.SIGKILL)
         if idle:
+            self._forget(child.pid)
             child.sock.close()
 
     def close(self) -> None:
@@ -619,13 +632,15 @@ class _Session:
             return {}, b""
         if op == "suspend":
             seconds = float(header["seconds"])
+            links = self._links(handler.suspend(seconds))
             self.requests.append(FlowRequest("suspend", {"timeout": seconds}))
-            return self._links(handler.suspend(seconds)), b""
+            return links, b""
         if op == "rerun":
             delay, retries = float(header["delay"]), int(header["max_retries"])
+            links = self._links(handler.rerun(delay, value, retries))
             args = {"delay": delay, "context": value, "max_retries": retries}
             self.requests.append(FlowRequest("rerun", args))
-            return self._links(handler.rerun(delay, value, retries)), b""
+            return links, b""
         if op == "wait":
             key, seconds = str(header["key"]), float(header["seconds"])
             self.requests.append(FlowRequest("wait", {"key": key, "seconds": seconds}))
