@@ -211,7 +211,6 @@ class _Child:
     sock: socket.socket
     memory_mb: int
     key: str | None = None
-    used: bool = False
 
 
 class Sandbox:
@@ -519,12 +518,11 @@ class Sandbox:
                     header, size = channel.recv_header(child.sock)
                     end = session.handle(child.sock, header, size)
                     if end is not None:
-                        child.used = True
                         return session.finish(end)
             except TimeoutError:
                 if self._killed_for is not None:
                     raise channel.ChannelClosed("killed") from None
-                status = self._stop(child, min(self.limits.term_grace, 1.0))
+                self._stop(child, min(self.limits.term_grace, 1.0))
                 error = f"the step timed out after {call.timeout:g} s and its process was killed"
                 return session.finish(StepEnd("error", error=error, ended="timeout"))
             except _Failed as failed:
@@ -682,7 +680,8 @@ class _Session:
         if kind == "exit":
             return StepEnd("exit", exit_reason=header.get("reason"))
         if kind == "error":
-            text = self._payload(sock, size, 4 * channel.LOG_LINE_MAX, "")
+            # A traceback of at most 64 KiB, as JSON (escapes can make it up to 6 times longer).
+            text = self._payload(sock, size, 8 * channel.LOG_LINE_MAX, "")
             summary = str(header.get("summary") or "")
             if header.get("memory"):
                 memory = memory_error(self.call.memory_mb or self.limits.memory_mb)
