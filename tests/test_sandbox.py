@@ -648,3 +648,52 @@ def test_step_folders_are_removed():
             time.sleep(0.05)
         assert not os.path.exists(first)  # its process ended: removed by the zygote
     assert not os.path.exists(folder)  # with the zygote: everything left in it
+
+
+def test_the_http_request_kind_works_in_a_step_process(sandbox):
+    """The built-in kind's generated code, as STEP_USER: what it imports was preloaded."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from console.stepkinds import KINDS
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            data = json.dumps({"got": json.loads(body)}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        kind = KINDS["http"]
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        config = dict(kind.defaults(), url=url, method="POST", body='{"n": 1}')
+        end = execute(sandbox, kind.compile(config), name="call_api")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert end.kind == "ok", end.error
+    assert (end.output["status"], end.output["json"]) == (201, {"got": {"n": 1}})
+    assert [line["message"] for line in end.lines] == ["HTTP POST"]
+
+
+@pytest.mark.skipif(not ROOT, reason="switching users needs root")
+def test_a_module_step_user_cannot_read_says_why(sandbox):
+    import sysconfig
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    probe = execute(sandbox, f"import os\ndef run(ctx):\n    return os.access({stdlib!r}, os.R_OK)")
+    if probe.output:
+        pytest.skip("STEP_USER can read this interpreter's modules here")
+    end = execute(sandbox, "import xmlrpc.client\ndef run(ctx):\n    return 1")
+    assert "ModuleNotFoundError: No module named 'xmlrpc': step code runs as nobody" in end.error
+    assert execute(sandbox, "import sqlite3, asyncio, csv\ndef run(ctx):\n    return 1").output == 1

@@ -24,6 +24,8 @@ import selectors
 import shutil
 import signal
 import socket
+import sys
+import sysconfig
 import tempfile
 import threading
 import traceback
@@ -61,7 +63,7 @@ PRELOAD = (  # noqa: SIM905 - a list of names to read, not to edit one by one
     "unicodedata urllib urllib.error urllib.parse urllib.request uuid warnings "
     "xml.dom.minidom xml.etree.ElementTree zipfile zlib zoneinfo _strptime encodings.idna "
     "encodings.latin_1 encodings.ascii encodings.cp1252 encodings.utf_16 "
-    "encodings.punycode"
+    "encodings.punycode sqlite3 shutil glob fnmatch asyncio pickle bz2 lzma platform inspect"
 ).split()
 
 CHANNEL_FD = 3
@@ -239,8 +241,32 @@ def _become_step_process(
     if os.getppid() != zygote_pid:
         os._exit(70)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid programs to climb back with
+    if user is not None:
+        _explain_unreadable_modules(user.pw_name)
     os.chdir(workdir)
     tempfile.tempdir = workdir
+
+
+class UnreadableModules:
+    """Last on ``sys.meta_path`` when STEP_USER cannot read the interpreter's own modules: an
+    import that nothing found says why, instead of only "No module named"."""
+
+    def __init__(self, user: str, stdlib: str) -> None:
+        self.user, self.stdlib = user, stdlib
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        raise ModuleNotFoundError(
+            f"No module named {name!r}: step code runs as {self.user}, which cannot read "
+            f"Python's own modules ({self.stdlib}); it can import those the step sandbox "
+            f"loads ahead (workers.stepprocess.PRELOAD) and any that {self.user} can read",
+            name=name,
+        )
+
+
+def _explain_unreadable_modules(user: str) -> None:
+    stdlib = sysconfig.get_paths()["stdlib"]
+    if not os.access(stdlib, os.R_OK | os.X_OK):
+        sys.meta_path.append(UnreadableModules(user, stdlib))
 
 
 # ---------------------------------------------------------------- the step process
