@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from workers.runtime import ClaimLost, RunInfo, StepLogger, StepResult, WaitRequested, utcnow
-from workers.sandbox import Limits, Sandbox, StepCall
+from workers.sandbox import ControlHandler, Limits, Sandbox, StepCall
 
 ROOT = os.geteuid() == 0
 
@@ -174,6 +174,22 @@ def test_task_results_sent_with_the_step_need_no_question(sandbox):
     assert end.output == ["recorded", 2]
     assert engine.asked == []
     assert engine.tasks == {"b": 2}
+
+
+def test_control_handler_makes_a_control_and_a_task_record_a_handler(sandbox):
+    """How the engine's Execution (a runtime.Control) and its task record plug in."""
+    control, tasks, written = Engine(), {"old": 1}, []
+    handler = ControlHandler(control, tasks, lambda key, result: written.append((key, result)))
+    code = (
+        "def run(ctx):\n"
+        "    links = ctx.flow.suspend(60)\n"
+        "    return [ctx.task('old', lambda: 0), ctx.task('new', lambda: 2), links.cancel_url]"
+    )
+    logger = StepLogger("step", 1)
+    end = sandbox.execute(call(code), handler, logger)
+    assert end.output == [1, 2, "http://x/cancel/s"]
+    assert written == [("new", 2)]
+    assert tasks == {"old": 1, "new": 2}
 
 
 def test_claim_lost_in_the_handler_propagates_and_kills(sandbox):
@@ -536,7 +552,7 @@ def test_kill_while_idle_replaces_the_process(sandbox):
 ENGINE = """
 import sys
 from workers.runtime import RunInfo, StepLogger
-from workers.sandbox import Limits, Sandbox, StepCall
+from workers.sandbox import ControlHandler, Limits, Sandbox, StepCall
 
 class Engine:
     def task_result(self, key):

@@ -53,14 +53,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from . import channel
-from .runtime import RunInfo, StepLogger, StepResult, WaitRequested, utcnow
+from .runtime import Control, RunInfo, StepLogger, StepResult, WaitRequested, utcnow
 from .stepprocess import MEMORY_EXIT
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -87,6 +87,40 @@ class StepHandler(Protocol):
     def wait(self, key: str, seconds: float) -> None: ...
 
     def send_email(self, to: Any, subject: str, text: str, html: str | None) -> None: ...
+
+
+class ControlHandler:
+    """A ``StepHandler`` made of a ``runtime.Control`` (the engine's ``Execution``, or "Test
+    this step"'s ``TestControl``) and the step's task record: ``tasks`` (key → result, kept
+    up to date) and ``record`` (writes one result; it may raise ``ClaimLost``)."""
+
+    def __init__(
+        self,
+        control: Control,
+        tasks: dict[str, Any],
+        record: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.control, self.tasks, self.record = control, tasks, record
+
+    def task_result(self, key: str) -> tuple[bool, Any]:
+        return key in self.tasks, self.tasks.get(key)
+
+    def record_task(self, key: str, result: Any) -> None:
+        if self.record is not None:
+            self.record(key, result)
+        self.tasks[key] = result
+
+    def suspend(self, seconds: float) -> Any:
+        return self.control.suspend(seconds)
+
+    def rerun(self, delay: float, context: Any, max_retries: int) -> Any:
+        return self.control.rerun(delay, context, max_retries)
+
+    def wait(self, key: str, seconds: float) -> None:
+        self.control.wait(key, seconds)
+
+    def send_email(self, to: Any, subject: str, text: str, html: str | None) -> None:
+        self.control.send_email(to, subject, text, html)
 
 
 def _int(settings: Mapping[str, Any], name: str, default: int) -> int:
