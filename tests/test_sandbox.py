@@ -321,6 +321,15 @@ def test_sigterm_ignored_during_the_grace_is_killed(sandbox):
     assert "timed out after 1 s" in end.error
 
 
+def test_a_step_that_closes_its_channel_is_killed(sandbox):
+    code = "import os, time\ndef run(ctx):\n    os.close(3)\n    time.sleep(30)"
+    started = time.monotonic()
+    end = execute(sandbox, code, timeout=30)
+    assert time.monotonic() - started < 3
+    assert end.error == "the step's process closed its channel to the engine and was killed"
+    still_works(sandbox)
+
+
 @pytest.mark.parametrize(
     ("code", "error"),
     [

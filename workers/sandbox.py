@@ -489,8 +489,9 @@ class Sandbox:
         self._retire()
         self._reset_zygote()
 
-    def _stop(self, child: _Child, grace: float) -> int | None:
-        """End the step process (SIGTERM, then SIGKILL after ``grace``); its wait status."""
+    def _stop(self, child: _Child, grace: float, wait: bool = True) -> int | None:
+        """End the step process (SIGTERM, then SIGKILL after ``grace``); its wait status
+        (not waited for when ``wait`` is false: it is known already)."""
         with self._lock:
             if self._child is child:
                 self._child = None
@@ -503,7 +504,7 @@ class Sandbox:
                 return status
         with contextlib.suppress(OSError):
             os.killpg(child.pid, signal.SIGKILL)
-        return self._status(child.pid, 5.0)
+        return self._status(child.pid, 5.0) if wait else None
 
     def _status(self, pid: int, timeout: float) -> int | None:
         if pid not in self._statuses:
@@ -564,7 +565,16 @@ class Sandbox:
                 end = StepEnd("error", error=failed.error, ended=failed.ended)
                 return session.finish(end)
         except channel.ChannelClosed:
-            status = self._stop(child, 0)
+            # Ended on its own, its status comes at once; alive, it closed its channel.
+            status = None if self._killed_for else self._status(child.pid, 0.5)
+            if status is None and self._killed_for is None:
+                self._stop(child, 0)
+                error = "the step's process closed its channel to the engine and was killed"
+                return session.finish(StepEnd("error", error=error, ended="protocol"))
+            if status is None:
+                status = self._stop(child, 0)
+            else:
+                self._stop(child, 0, wait=False)  # what it started in its group goes too
             return session.finish(self._died(status, child.memory_mb))
         except BaseException:
             self._stop(child, 0)
