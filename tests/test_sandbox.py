@@ -330,6 +330,26 @@ def test_a_step_that_closes_its_channel_is_killed(sandbox):
     still_works(sandbox)
 
 
+def test_a_step_whose_own_child_holds_the_channel_still_ends_at_once(sandbox):
+    engine = Engine()
+    code = (
+        "import os, time\n"
+        "def run(ctx):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n"
+        "    ctx.task('grandchild', lambda: pid)\n"
+        "    os._exit(2)\n"
+    )
+    started = time.monotonic()
+    end = execute(sandbox, code, engine, timeout=30)
+    assert time.monotonic() - started < 3
+    assert end.error == "the step's process exited with code 2"
+    assert gone(engine.tasks["grandchild"], 3)  # killed with the step process's group
+    still_works(sandbox)
+
+
 @pytest.mark.parametrize(
     ("code", "error"),
     [

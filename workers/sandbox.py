@@ -339,12 +339,12 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         while self._control is not None:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and timeout > 0:
                 return None
-            self._control.settimeout(remaining)
+            self._control.settimeout(max(remaining, 0.0))  # 0: only what has come
             try:
                 data = self._control.recv(65536)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 return None
             except OSError:
                 data = b""
@@ -549,6 +549,8 @@ class Sandbox:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise TimeoutError
+                    if not self._readable(child, remaining):
+                        continue
                     child.sock.settimeout(remaining)
                     header, size = channel.recv_header(child.sock)
                     end = session.handle(child.sock, header, size)
@@ -579,6 +581,22 @@ class Sandbox:
         except BaseException:
             self._stop(child, 0)
             raise
+
+    def _readable(self, child: _Child, timeout: float) -> bool:
+        """Wait for the step process's next frame. Its end comes as the end of its channel,
+        or as its exit status from the zygote when a process it started holds the channel
+        open: then, once nothing is left to read, ``ChannelClosed``."""
+        if child.pid in self._statuses:
+            timeout = 0
+        watched = [child.sock] if self._control is None else [child.sock, self._control]
+        ready, _, _ = select.select(watched, [], [], timeout)
+        if child.sock in ready:
+            return True
+        if self._control is not None and self._control in ready:
+            self._read_control(0, lambda m: False)
+        if child.pid in self._statuses:
+            raise channel.ChannelClosed("its process ended")
+        return False
 
     def _died(self, status: int | None, memory_mb: int) -> StepEnd:
         if self._killed_for is not None:
