@@ -2,25 +2,27 @@
 ended. The engine (claims, checkpoints, the database, Redis) never executes step code; what
 the step's ``ctx`` asks of it arrives here as messages, answered by a ``StepHandler``.
 
-How it is built, and why (medians from ``python -m bench.sandbox`` on this 2-core machine,
-shared and busy: load average 5 to 11 while measured; expect less on a quiet one):
+How it is built, and why (medians from ``python -m bench.sandbox`` on this 2-core VM, quiet
+(load < 1); with other jobs on it (load 5 to 11) the figures were 2 to 10 times these):
 
 - **A zygote per engine**, started once as a fresh interpreter (``workers.stepprocess``),
   never a fork of the engine: a fork of the engine would carry the app, its configuration,
   the secret key and the pool's sockets in its memory. The zygote imports only the standard
-  library and the step runtime (0.4–0.8 s, once), then forks step processes.
+  library and the step runtime (0.13 s, once), then forks step processes.
 - **One step process per run**, reused for that run's steps and replaced after a kill or a
-  death. A reused process costs ~0.3 ms per step over today's in-process ``call_step``
-  (0.04 ms), ~0.7 ms when it sat idle first. A new process costs a fork of the zygote plus
-  its start: ~20–30 ms on demand (fork is slow on this VM: ~0.3 ms per MB of the parent),
-  so one is **pre-forked and warmed up** after each execution, and a run that takes it pays
-  3–9 ms more on its first step. A process per step would pay that on every step, for little
-  isolation gained: the steps of a run share an author and a workflow. ``ctx.task`` costs a
-  round trip (0.2–0.4 ms) when the recorded results come with the step (``StepCall.tasks``),
-  two when each key is asked for; a print line ~25 µs (batched).
+  death. A step in a reused process costs 0.18 ms more than today's in-process
+  ``call_step`` (0.04 ms); 0.7 ms when the process sat idle for 30 ms before, as it does
+  while the engine writes a checkpoint (waking an idle process is slow on a VM). A new
+  process costs a fork of the zygote and its start, 7.4 ms on demand, so one is
+  **pre-forked and warmed up** after each execution: a run that takes it pays 0.3 ms on its
+  first step. A process per step would pay that on every step, or 7 ms when steps come
+  faster than pre-forking, for little isolation gained: a run's steps share an author and a
+  workflow. ``ctx.task`` costs one round trip (0.09 ms) when the recorded results come with
+  the step (``StepCall.tasks``; a replay then costs none), two (0.13 ms) when each key is
+  asked for; a print line 14 µs (sent in batches).
 - **The engine need not fork per job**: crash isolation now comes from the step process,
-  and RQ's fork of a work-horse with the console imported costs ~14 ms per job here, more
-  than the step process it would protect. A forked engine still works (``Sandbox`` starts a
+  and RQ's fork of a work-horse with the console imported costs 4 ms per job, more than
+  the step process it would protect. A forked engine still works (``Sandbox`` starts a
   zygote of its own in a process that is not the one that created it), at that price.
 - **Isolation after the fork**, in the step process, before any step code: the environment
   is the filtered one the zygote started with (``step_environment``); every file descriptor
