@@ -272,10 +272,6 @@ def _explain_unreadable_modules(user: str) -> None:
 # ---------------------------------------------------------------- the step process
 
 
-class Stop(BaseException):
-    """The engine ended this execution (a durable wait began)."""
-
-
 @dataclass(frozen=True)
 class FlowLinks:
     """What ``ctx.flow.suspend`` and ``ctx.flow.rerun`` return."""
@@ -487,14 +483,12 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> None:
             finally:
                 out.flush()
                 err.flush()
-    except FlowExit:
-        pass
-    except (WaitRequested, Stop):
-        pass
+    except (FlowExit, WaitRequested):
+        pass  # the flags below say which, also when the step's code caught it
     except MemoryError as exc:
         done.update(kind="error", memory=True, summary=_raised(exc))
         payload = channel.dumps(channel.cut_line(_error_text(exc)))
-    except BaseException as exc:  # noqa: BLE001 - whatever the step raised fails it
+    except BaseException as exc:  # whatever the step raised fails it
         summary = f"{type(exc).__name__}: {exc}"
         text = _error_text(exc)
         if not isinstance(exc, Exception):
