@@ -6,6 +6,7 @@ Every view declares its role with ``@role("viewer" | "operator" | "editor" | "ad
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Callable
@@ -16,7 +17,9 @@ from typing import Any, TypeVar
 from flask import Flask, g, jsonify, redirect, request, url_for
 from flask_login import current_user
 from sqlalchemy import select, update
+from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import ratelimit
 from .extensions import db, login_manager, write_transaction
 from .models import ROLES, ApiToken, User
 from .timeutil import utcnow
@@ -32,9 +35,16 @@ def init_app(app: Flask) -> None:
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
+def load_user(session_id: str) -> User | None:
+    """The user of a session id ``"<user id>:<session version>"`` (``User.get_id``), while
+    that version is current and the user active."""
+    user_id, _, version = session_id.partition(":")
+    if not (user_id.isdigit() and version.isdigit()):
+        return None  # a cookie from before session versions: log in again
     user = db.session.get(User, int(user_id))
-    return user if user is not None and user.active else None
+    if user is None or not user.active or user.session_version != int(version):
+        return None
+    return user
 
 
 @login_manager.request_loader
@@ -135,6 +145,53 @@ def create_token(user: User, name: str = "") -> str:
     return token
 
 
+# ---------------------------------------------------------------------------- logging in
+
+# An unknown email costs the same one hash as a wrong password, so the time of the answer does
+# not tell which accounts exist.
+_DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The active user with this email and password, else None, after exactly one hash."""
+    user = db.session.scalar(select(User).filter_by(email=email.strip().lower()))
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    if not user.check_password(password) or not user.active:
+        return None
+    return user
+
+
+def _login_keys(email: str, address: str) -> dict[str, str]:
+    account = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    return {
+        "LOGIN_RATE_LIMIT_ACCOUNT": f"login/account/{account}",
+        "LOGIN_RATE_LIMIT_ADDRESS": f"login/address/{address}",
+    }
+
+
+def login_locked(email: str, address: str) -> int | None:
+    """Seconds until a login to this account from this address is tried again, or None when it
+    can be tried now (failed logins count per account and per address, ``LOGIN_RATE_LIMIT_*``).
+    """
+    return ratelimit.retry_after(_login_keys(email, address))
+
+
+def count_failed_login(email: str, address: str) -> None:
+    ratelimit.count_failure(_login_keys(email, address))
+
+
+def end_sessions(user: User) -> None:
+    """End every session of the user (the cookie of each names the old session version);
+    the caller logs the current one in again if it is to stay."""
+    write_transaction()
+    db.session.execute(
+        update(User).where(User.id == user.id).values(session_version=User.session_version + 1)
+    )
+    db.session.commit()
+
+
 # ------------------------------------------------------------------ managing accounts
 #
 # The users and profile pages call these; each takes the write lock first (SQLite) or locks
@@ -181,14 +238,18 @@ def set_active(user: User, active: bool) -> None:
     """Deactivate (their sessions and API tokens stop working at once) or reactivate."""
     _keep_an_admin(user, user.role, active)
     user.active = active
+    if not active:  # reactivating must not bring the sessions of before back
+        user.session_version = User.session_version + 1
     db.session.commit()
 
 
 def reset_password(user: User) -> str:
-    """Give the user a new generated password; returns it (shown once, stored hashed)."""
+    """Give the user a new generated password (ending their sessions); returns it (shown
+    once, stored hashed)."""
     password = secrets.token_urlsafe(12)
     write_transaction()
     user.set_password(password)
+    user.session_version = User.session_version + 1
     db.session.commit()
     return password
 
@@ -200,6 +261,8 @@ def change_password(user: User, current: str, new: str) -> None:
         raise AccountError(f"The new password needs at least {MIN_PASSWORD_LENGTH} characters.")
     write_transaction()
     user.set_password(new)
+    # Other sessions end; the view logs the current one in again with the new version.
+    user.session_version = User.session_version + 1
     db.session.commit()
 
 

@@ -23,6 +23,7 @@ from .config import STACK_URL_FILE
 from .definitions import export_definition, normalise, save_workflow
 from .errors import ConsoleError, ValidationFailed
 from .extensions import db
+from .jsonbody import JSONRefused, parse_json
 from .models import ROLES, TERMINAL, User, Workflow
 from .redis_server import embedded_running, stop_embedded
 from .serialize import run_detail, workflow_summary
@@ -127,13 +128,17 @@ def workflows_import(files: tuple[str, ...]) -> None:
     failed = False
     for path in files:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = parse_json(Path(path).read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             click.echo(f"{path}: not UTF-8 text", err=True)
             failed = True
             continue
         except json.JSONDecodeError as exc:
             click.echo(f"{path}: not JSON: line {exc.lineno}: {exc.msg}", err=True)
+            failed = True
+            continue
+        except JSONRefused as exc:
+            click.echo(f"{path}: not JSON the console takes: {exc}", err=True)
             failed = True
             continue
         try:
@@ -247,9 +252,11 @@ def workflows_list() -> None:
 @click.option("--timeout", default=600.0, help="Seconds to wait with --wait.")
 def runs_start(name: str, input_json: str, label: str | None, wait: bool, timeout: float) -> None:
     try:
-        data = json.loads(input_json)
+        data = parse_json(input_json)
     except json.JSONDecodeError as exc:
         fail(ValueError(f"--input is not JSON: {exc.msg} at column {exc.colno}"))
+    except JSONRefused as exc:
+        fail(ValueError(f"--input is not JSON the console takes: {exc}"))
     try:
         run, _ = domain.start_run(
             domain.get_workflow(name), data, version=label, trigger="manual", user="cli"
@@ -296,11 +303,7 @@ def _action(fn: Any) -> Any:
     return command
 
 
-for _name, _fn in (
-    ("pause", domain.pause_run),
-    ("resume", domain.resume_run),
-    ("cancel", domain.cancel_run),
-):
+for _name, _fn in domain.ACTIONS.items():
     runs_cli.command(_name, help=f"{_name.capitalize()} a run.")(
         click.argument("run_id")(_action(_fn))
     )
@@ -362,6 +365,12 @@ def how_to_log_in() -> str:
     )
 
 
+def web_command(gunicorn: str, bind: str) -> list[str]:
+    """The web process, as the Procfile runs it: gunicorn's settings (the access log without
+    secrets, the control socket in the instance folder, keepalive) are in one module."""
+    return [gunicorn, "-c", "python:console.gunicorn_conf", "--bind", bind, "console:create_app()"]
+
+
 @click.command("up")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--workers", "worker_count", default=1, show_default=True)
@@ -391,18 +400,7 @@ def up(host: str, worker_count: int) -> None:
     venv_bin = Path(sys.executable).parent
     flask = [sys.executable, "-m", "flask", "--app", "console"]
     commands = {
-        "web": [
-            str(venv_bin / "gunicorn"),
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--access-logfile",
-            "-",
-            "console:create_app()",
-        ],
+        "web": web_command(str(venv_bin / "gunicorn"), f"{host}:{port}"),
         "scheduler": flask + ["scheduler"],
     }
     for i in range(worker_count):

@@ -1,16 +1,24 @@
 """Configuration: one class over environment variables, with development defaults.
 
-Production is detected by ``CONSOLE_ENV=production`` (set by ``app.json`` and the Procfile
-deploys); there a missing ``SECRET_KEY`` is refused instead of generated.
+Production is recognised by ``CONSOLE_ENV=production`` or ``FLASK_ENV=production`` (the
+Procfile and ``app.json`` set the first); there a missing or short ``SECRET_KEY`` is refused
+instead of generated, and the session cookie is sent over HTTPS only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 TRUE_VALUES = {"1", "true", "yes", "on"}
+ROOT = Path(__file__).resolve().parent.parent
+MIN_SECRET_KEY_LENGTH = 32
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -40,6 +48,47 @@ def env_float(name: str, default: float) -> float:
         raise RuntimeError(f"{name} must be a number, got {value!r}")
 
 
+def is_production() -> bool:
+    return "production" in (
+        os.environ.get(name, "").strip().lower() for name in ("CONSOLE_ENV", "FLASK_ENV")
+    )
+
+
+def instance_path() -> str:
+    return os.environ.get("CONSOLE_INSTANCE_PATH") or str(ROOT / "instance")
+
+
+def make_instance_folder(path: str | Path) -> Path:
+    """The instance folder holds the database, the secret key and Redis's data: a folder this
+    creates is the console user's alone (one that already exists keeps its mode)."""
+    folder = Path(path)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def instance_socket(folder: str, name: str) -> Path:
+    """A Unix socket in the instance folder, so that each checkout's stack has its own."""
+    path = Path(folder).resolve() / name
+    # Unix socket paths are limited to 107 bytes; deep checkouts get one in the temp folder.
+    if len(str(path)) > 100:
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"console-{Path(name).stem}-{digest}.sock"
+    return path
+
+
+def create_private_database(uri: str) -> None:
+    """Create a new SQLite file readable by its owner only; SQLite gives its journal and WAL
+    files the database file's mode. An existing file is left as it is."""
+    url = make_url(uri)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    if url.database.startswith("file:"):
+        return
+    # An existing file, or a folder that cannot take one (SQLite then says so itself).
+    with contextlib.suppress(OSError):
+        os.close(os.open(url.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def database_url(instance_path: str) -> str:
     url = os.environ.get("DATABASE_URL", "").strip()
     if not url:
@@ -54,14 +103,19 @@ def database_url(instance_path: str) -> str:
 
 def secret_key(instance_path: str, production: bool) -> str:
     key = os.environ.get("SECRET_KEY", "").strip()
+    if production and len(key) < MIN_SECRET_KEY_LENGTH:
+        # Anyone who knows or guesses the key can forge an admin's session cookie.
+        raise RuntimeError(
+            f"SECRET_KEY must be set in production to at least {MIN_SECRET_KEY_LENGTH} random "
+            "characters (production: CONSOLE_ENV=production or FLASK_ENV=production); "
+            "generate one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
     if key:
         return key
-    if production:
-        raise RuntimeError("SECRET_KEY must be set in production (CONSOLE_ENV=production).")
     path = Path(instance_path) / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_instance_folder(path.parent)
     key = secrets.token_hex(32)
     # Written once with owner-only permissions; later processes read the same key.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -89,8 +143,8 @@ class Config:
     """Settings read from the environment when the app is created."""
 
     def __init__(self, instance_path: str) -> None:
-        self.CONSOLE_ENV = os.environ.get("CONSOLE_ENV", "development")
-        production = self.CONSOLE_ENV == "production"
+        production = is_production()
+        self.CONSOLE_ENV = "production" if production else "development"
         self.SECRET_KEY = secret_key(instance_path, production)
         # A bulk action over more runs than this is applied by a worker, with live progress.
         self.BULK_INLINE_MAX = env_int("BULK_INLINE_MAX", 200)
@@ -125,6 +179,21 @@ class Config:
         self.SESSION_COOKIE_SECURE = production
         self.WTF_CSRF_TIME_LIMIT = None
         self.SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+        # Rate limits, in the notation of the ``limits`` package ("10 per 15 minutes"). Failed
+        # logins count per account and per client address; while either is over its limit the
+        # login page refuses every attempt (the right password too) with 429.
+        self.LOGIN_RATE_LIMIT_ACCOUNT = os.environ.get(
+            "LOGIN_RATE_LIMIT_ACCOUNT", "10 per 15 minutes"
+        )
+        self.LOGIN_RATE_LIMIT_ADDRESS = os.environ.get(
+            "LOGIN_RATE_LIMIT_ADDRESS", "30 per 15 minutes"
+        )
+        # The public demo job service: per client address, and a ceiling for everyone.
+        self.DEMO_RATE_LIMIT_ADDRESS = os.environ.get("DEMO_RATE_LIMIT_ADDRESS", "100 per hour")
+        self.DEMO_RATE_LIMIT_TOTAL = os.environ.get("DEMO_RATE_LIMIT_TOTAL", "1000 per hour")
+        # Behind this many reverse proxies the client address is taken from X-Forwarded-For;
+        # 0 (the default, gunicorn facing clients) ignores that header, which clients can forge.
+        self.FORWARDED_PROXIES = env_int("FORWARDED_PROXIES", 0)
         self.MAIL_SERVER = os.environ.get("MAIL_SERVER") or None
         self.MAIL_PORT = env_int("MAIL_PORT", 25)
         self.MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None

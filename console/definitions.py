@@ -18,6 +18,7 @@ from . import scheduling, stepkinds
 from .errors import Conflict, ValidationFailed
 from .extensions import db, write_transaction
 from .models import Workflow, WorkflowVersion
+from .text import nul_problems, text_problem
 from .timeutil import utcnow
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -41,6 +42,12 @@ TOP_KEYS = {
 }
 SCHEDULE_KEYS = {"name", "cron", "timezone", "input", "enabled", "missed"}
 MAX_STEPS = 200
+# Characters of the text fields a definition writes: the title's column is String(200); the
+# others are Text, limited so that one definition stays a sensible size.
+MAX_TITLE = 200
+MAX_DESCRIPTION = 10_000
+MAX_NOTE = 10_000
+MAX_CODE = 100_000
 
 
 def snake_case(title: str) -> str:
@@ -119,6 +126,12 @@ def _check_schema(schema: Any, path: str, problems: Problems) -> None:
         problems.add(f"{path}/{where}" if where else path, f"invalid JSON Schema: {error.message}")
 
 
+def _text(value: str, path: str, max_chars: int, problems: Problems) -> None:
+    problem = text_problem(value, max_chars)
+    if problem:
+        problems.add(path, problem)
+
+
 def _number(
     value: Any,
     path: str,
@@ -154,6 +167,8 @@ def _normalise_step(raw: Any, index: int, problems: Problems) -> dict[str, Any]:
     if not isinstance(code, str) or not code.strip():
         if "kind" not in raw:
             problems.add(f"{path}/code", "is required")
+    elif len(code) > MAX_CODE:
+        problems.add(f"{path}/code", f"at most {MAX_CODE} characters")
     else:
         error = check_step_code(code, f"<step {name}>")
         if error:
@@ -231,6 +246,14 @@ def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
     }
     if not isinstance(definition["description"], str):
         problems.add("/description", "must be a string")
+    for key, limit in (("title", MAX_TITLE), ("description", MAX_DESCRIPTION)):
+        if isinstance(definition[key], str):
+            _text(definition[key], f"/{key}", limit, problems)
+    note = data.get("note")
+    if note is not None and not isinstance(note, str):
+        problems.add("/note", "must be a string")
+    elif note:
+        _text(note, "/note", MAX_NOTE, problems)
     label = definition["version"]
     if label is not None and (not isinstance(label, str) or not LABEL_RE.match(label)):
         problems.add("/version", 'must be a label such as "v2" (letters, digits, . _ -)')
@@ -263,6 +286,11 @@ def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
         found = [_normalise_schedule(raw, i, problems) for i, raw in enumerate(raw_schedules)]
         _no_duplicates([s.get("name") for s in found], "/schedules", "schedule", problems)
         definition["schedules"] = found
+    # NUL anywhere else (step names, code, config, schemas, schedules): each path once.
+    reported = {item["path"] for item in problems.items}
+    for item in nul_problems(data):
+        if item["path"] not in reported:
+            problems.add(item["path"], item["message"])
     problems.raise_if_any()
     return definition
 

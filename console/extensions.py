@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask_htmx import HTMX
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -26,6 +28,9 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = HTMX()
+# Configured by ``console.ratelimit.init_app`` (Redis storage, errors swallowed); no default
+# limits: the login form and the demo service declare theirs.
+limiter = Limiter(key_func=get_remote_address)
 
 
 def configure_sqlite(engine: Engine) -> None:

@@ -15,12 +15,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
+from typing import Any
 
-from flask import current_app
+from flask import current_app, has_request_context
+from flask_login import current_user
 from sqlalchemy import select
 
 ACTIONS = ("resume", "cancel")
+# The token of a link wherever it appears (a step logs or returns its links, or writes them
+# into an error): ``…/flow/resume/<token>``.
+LINK_TOKEN_RE = re.compile(r"(/flow/(?:resume|cancel)/)[A-Za-z0-9_=-]+")
+HIDDEN = "[hidden]"
 
 
 @dataclass(frozen=True)
@@ -75,3 +82,25 @@ def links_for(waitpoint_id: str) -> Links:
         resume_url=f"{base}/flow/resume/{waitpoint_token(waitpoint_id, 'resume', key)}",
         cancel_url=f"{base}/flow/cancel/{waitpoint_token(waitpoint_id, 'cancel', key)}",
     )
+
+
+def links_visible() -> bool:
+    """Whether the person of this request may see links: a link acts without a login, so only
+    those who may resume and cancel anyway (operators and up) see one (docs: roles)."""
+    return bool(
+        has_request_context()
+        and current_user.is_authenticated
+        and current_user.has_role("operator")
+    )
+
+
+def mask_links(value: Any) -> Any:
+    """``value`` (text, or JSON) with the token of every resume and cancel link replaced by
+    ``[hidden]``: what the console shows to those who may not see links."""
+    if isinstance(value, str):
+        return LINK_TOKEN_RE.sub(rf"\g<1>{HIDDEN}", value)
+    if isinstance(value, dict):
+        return {key: mask_links(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_links(item) for item in value]
+    return value

@@ -4,6 +4,7 @@ is also delivered over SMTP."""
 from __future__ import annotations
 
 import smtplib
+from email.errors import MessageError
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
@@ -71,13 +72,19 @@ def send_recorded(message_id: int) -> str:
 
     message = db.session.get(OutboxMessage, message_id)
     assert message is not None
-    email = build_message(message.recipients, message.subject, message.text, message.html)
-    db.session.commit()
     error = None
+    email: EmailMessage | None
     try:
-        status = "sent" if deliver(email) else "kept"
-    except MailError as exc:
-        status, error = "failed", str(exc)
+        email = build_message(message.recipients, message.subject, message.text, message.html)
+    except (ValueError, MessageError) as exc:  # e.g. a line break in a header (injection)
+        email, error = None, f"the message was refused: {exc}"
+    db.session.commit()
+    status = "failed"
+    if email is not None:
+        try:
+            status = "sent" if deliver(email) else "kept"
+        except MailError as exc:
+            error = str(exc)
     write_transaction()
     db.session.execute(
         update(OutboxMessage)

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
+import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import redis
 
+from .config import instance_socket, make_instance_folder
+
 SOCKET_NAME = "redis.sock"
+
+
+def private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 def redis_executable() -> str:
@@ -27,12 +32,7 @@ def redis_executable() -> str:
 
 
 def socket_path(instance_path: str) -> Path:
-    path = Path(instance_path).resolve() / SOCKET_NAME
-    # Unix socket paths are limited to 107 bytes; deep checkouts get one in the temp folder.
-    if len(str(path)) > 100:
-        digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-        path = Path(tempfile.gettempdir()) / f"console-redis-{digest}.sock"
-    return path
+    return instance_socket(instance_path, SOCKET_NAME)
 
 
 def _ping(sock: Path) -> bool:
@@ -50,13 +50,12 @@ def embedded_running(instance_path: str) -> bool:
 
 def ensure_embedded(instance_path: str, timeout: float = 15.0) -> str:
     """Return the URL of the project's embedded Redis, starting the server if needed."""
-    instance = Path(instance_path).resolve()
-    instance.mkdir(parents=True, exist_ok=True)
+    instance = make_instance_folder(Path(instance_path).resolve())
     sock = socket_path(str(instance))
     url = f"unix://{sock}"
     if _ping(sock):
         return url
-    with open(instance / "redis.lock", "w") as lock:
+    with open(instance / "redis.lock", "w", opener=private) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _ping(sock):
             return url
@@ -85,7 +84,8 @@ def ensure_embedded(instance_path: str, timeout: float = 15.0) -> str:
             "--daemonize",
             "yes",
         ]
-        subprocess.run(args, check=True, stdin=subprocess.DEVNULL)
+        # Its data, log and pid files are the console user's alone, like the database.
+        subprocess.run(args, check=True, stdin=subprocess.DEVNULL, umask=0o077)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if _ping(sock):

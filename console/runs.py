@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from .errors import Conflict, NotFound, ValidationFailed
+from .errors import Conflict, ConsoleError, NotFound, ValidationFailed
 from .extensions import db, write_transaction
 from .ids import new_id
 from .models import (
@@ -50,9 +50,11 @@ from .models import (
     WorkflowVersion,
 )
 from .queueing import enqueue_run
+from .text import text_problem
 from .timeutil import UTCDateTime, utcnow
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+MAX_IDEMPOTENCY_KEY = 255  # Run.idempotency_key is String(255)
 PAUSABLE = ("pending", "running", "sleeping", "suspended")
 
 
@@ -124,8 +126,15 @@ def start_run(
     input = {} if input is None else input
     pinned = get_version(workflow, version)
     if idempotency_key is not None:
-        if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
-            raise ValidationFailed("idempotency_key must be a string of 1 to 255 characters")
+        problem = (
+            text_problem(idempotency_key, MAX_IDEMPOTENCY_KEY)
+            if isinstance(idempotency_key, str) and idempotency_key
+            else f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"
+        )
+        if problem:
+            raise ValidationFailed(
+                f"idempotency_key {problem}", [{"path": "/idempotency_key", "message": problem}]
+            )
         existing = _idempotent_run(workflow.id, idempotency_key)
         if existing is not None:
             return existing, False
@@ -288,6 +297,23 @@ def cancel_run(run_id: str) -> Run:
     if not changed:
         _refuse_terminal(run, "be canceled")
     return run
+
+
+# The operator actions by name, for every caller (API, Tasks page, CLI, bulk actions): a name
+# that is not here is refused, never mapped to some default action.
+ACTIONS: dict[str, Callable[[str], Run]] = {
+    "pause": pause_run,
+    "resume": resume_run,
+    "cancel": cancel_run,
+}
+
+
+def run_action(action: str) -> Callable[[str], Run]:
+    """The operator action called ``action``; an unknown name is a 400 ``ConsoleError``."""
+    try:
+        return ACTIONS[action]
+    except (KeyError, TypeError):
+        raise ConsoleError(f"Unknown action {action!r}; use {', '.join(ACTIONS)}") from None
 
 
 # --------------------------------------------------------------------- the worker's side
@@ -1231,7 +1257,7 @@ def bulk_act(
     through its own conditional transition (so a run that moved meanwhile is skipped, never
     forced), newest first in batches. Runs created after the call began are not touched.
     ``progress(changed, skipped)`` is called after each batch."""
-    single = {"pause": pause_run, "resume": resume_run, "cancel": cancel_run}[action]
+    single = run_action(action)
     allowed = BULK_FROM[action]
     statuses = [s for s in allowed if not run_filter.statuses or s in run_filter.statuses]
     changed = skipped = 0

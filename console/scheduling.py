@@ -41,12 +41,18 @@ from sqlalchemy.exc import IntegrityError
 from .errors import ValidationFailed
 from .extensions import db, write_transaction
 from .models import Run, Schedule, ScheduleFire, Workflow, WorkflowVersion
+from .text import nul_problems, text_problem
 from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MISSED_POLICIES = ("latest", "skip", "all")
+# Characters, as the columns of console/models.py hold them (Schedule.cron is String(120),
+# Schedule.timezone String(64)); an input snippet is Text, limited like a step's code.
+MAX_CRON = 120
+MAX_TIMEZONE = 64
+MAX_INPUT_CODE = 100_000
 DEFAULT_MISSED = "latest"
 DIRTY_KEY = "console:schedules:dirty"
 # Fires examined per schedule per reconcile pass; "all" catches up on longer outages over
@@ -225,14 +231,22 @@ def normalise_schedule(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
     problems: dict[str, str] = {}
     if not isinstance(schedule["name"], str) or not NAME_RE.match(schedule["name"]):
         problems["name"] = "must match ^[a-z][a-z0-9_]{0,62}$"
+    for key, limit in (("cron", MAX_CRON), ("timezone", MAX_TIMEZONE), ("input", MAX_INPUT_CODE)):
+        if isinstance(schedule[key], str):
+            problem = text_problem(schedule[key], limit)
+            if problem:
+                problems[key] = problem
     for key, check in (
         ("cron", cron_error),
         ("timezone", timezone_error),
         ("input", input_error),
     ):
-        error = check(schedule[key])
+        error = None if key in problems else check(schedule[key])
         if error:
             problems[key] = error
+    if isinstance(schedule["input"], dict):
+        for item in nul_problems(schedule["input"]):
+            problems.setdefault("input" + item["path"].rstrip("/"), item["message"])
     if not isinstance(schedule["enabled"], bool):
         problems["enabled"] = "must be true or false"
     if missed not in MISSED_POLICIES:

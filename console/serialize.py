@@ -8,6 +8,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from .extensions import db
+from .links import links_for, mask_links
 from .models import ACTIVE, Run, StepRun, Workflow, WorkflowVersion
 from .scheduling import schedule_definition, schedules_of
 from .timeutil import isoformat
@@ -64,7 +65,9 @@ def step_view(row: StepRun | None, name: str, status: str) -> dict[str, Any]:
     }
 
 
-def run_detail(run: Run) -> dict[str, Any]:
+def run_detail(run: Run, *, links: bool = True) -> dict[str, Any]:
+    """The run with its steps. ``links=False`` for those who may not see resume and cancel
+    links (viewers): no ``links``, and the links in its input, outputs and errors masked."""
     rows = {row.name: row for row in run.steps}
     steps = []
     for position, step in enumerate(run.version.steps):
@@ -86,16 +89,17 @@ def run_detail(run: Run) -> dict[str, Any]:
         steps.append(view)
     data = run_summary(run)
     data.update({"input": run.input, "output": run.output, "error": run.error, "steps": steps})
+    if not links:
+        return dict(mask_links(data))
     if run.status == "suspended" or (run.status == "paused" and run.paused_from == "suspended"):
-        from .links import links_for
         from .runs import open_links
 
         waiting = open_links(run.id)
         if waiting is not None:
-            links = links_for(waiting[0])
+            urls = links_for(waiting[0])
             data["links"] = {
-                "resume_url": links.resume_url,
-                "cancel_url": links.cancel_url,
+                "resume_url": urls.resume_url,
+                "cancel_url": urls.cancel_url,
                 "expires_at": isoformat(waiting[1]),
             }
     return data

@@ -506,6 +506,32 @@ def run(ctx):
     return _module([], body, resolver=_uses_references(v, "to", "subject", "text", "html"))
 
 
+# Only http and https are fetched: urllib would also open file: (the worker's own files, such
+# as /proc/self/environ) and ftp: URLs, and a URL may come from a run's input.
+HTTP_ONLY = '''
+
+def only_http(request):
+    """The request, if urllib sends it over http or https (never file:, ftp: or data:)."""
+    if request.type not in ("http", "https"):
+        raise ValueError(f"only http and https URLs are allowed: {request.full_url}")
+    return request
+
+
+class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to another http or https URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        only_http(urllib.request.Request(newurl))
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def open_url(request, timeout):
+    """urllib.request.urlopen for http and https URLs only, redirects included."""
+    opener = urllib.request.build_opener(HttpOnlyRedirects)
+    return opener.open(only_http(request), timeout=timeout)
+'''
+
+
 HTTP_HELPERS = '''
 def send_request(method, url, headers, body, timeout, accepted):
     """One HTTP request; the answer as {"status", "headers", "json" or "text"}.
@@ -523,7 +549,7 @@ def send_request(method, url, headers, body, timeout, accepted):
         headers.setdefault("Content-Type", "application/json")
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with open_url(request, timeout) as response:
             result = answer(response.status, response.headers, response.read())
     except urllib.error.HTTPError as error:  # 4xx and 5xx still have a status and a body
         result = answer(error.code, error.headers, error.read())
@@ -574,7 +600,8 @@ def run(ctx):
     return response
 """
     uses = any(references(x) for x in (v["url"], headers, payload))
-    return _module(["json", "urllib.error", "urllib.request"], body, HTTP_HELPERS, resolver=uses)
+    helpers = HTTP_HELPERS + HTTP_ONLY
+    return _module(["json", "urllib.error", "urllib.request"], body, helpers, resolver=uses)
 
 
 def generate_delay(v: dict[str, Any]) -> str:
@@ -592,7 +619,7 @@ POLL_HELPERS = '''
 def check(url, headers):
     """GET the URL: (the answer's JSON, or its text; the HTTP status)."""
     request = urllib.request.Request(url, headers=headers, method="GET")
-    with urllib.request.urlopen(request, timeout=30) as answer:
+    with open_url(request, 30) as answer:
         text = answer.read().decode("utf-8", errors="replace")
         try:
             return json.loads(text), answer.status
@@ -638,7 +665,8 @@ def done(ctx, response, status):
     )
 """
     uses = bool(references(v["url"])) or bool(references(headers))
-    return _module(["json", "urllib.request"], body, POLL_HELPERS + condition, resolver=uses)
+    helpers = POLL_HELPERS + condition + HTTP_ONLY
+    return _module(["json", "urllib.request"], body, helpers, resolver=uses)
 
 
 CALLBACK_HELPERS = '''
@@ -648,7 +676,7 @@ def notify(url, links, run_id):
     request = urllib.request.Request(
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
-    with urllib.request.urlopen(request, timeout=30) as answer:
+    with open_url(request, 30) as answer:
         return answer.status
 '''
 
@@ -676,7 +704,10 @@ def run(ctx):
     if not notify_url:
         return _module([], body)
     return _module(
-        ["json", "urllib.request"], body, CALLBACK_HELPERS, resolver=bool(references(notify_url))
+        ["json", "urllib.request"],
+        body,
+        CALLBACK_HELPERS + HTTP_ONLY,
+        resolver=bool(references(notify_url)),
     )
 
 

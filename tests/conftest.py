@@ -433,9 +433,17 @@ def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Chromium reports what the Content-Security-Policy refused (an inline style or script,
+    # eval) on the console only.
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not refused, f"refused by the Content-Security-Policy: {refused}"
 
 
 def browser_log_in(page: Any, base: str, email: str, password: str) -> None:

@@ -544,11 +544,12 @@ def test_terminal_runs_refuse_every_action_with_409(api, work, final):
     assert run_status(run_id) == final
 
 
-def test_unknown_action_is_404(api, greet):
+def test_unknown_action_is_400_and_changes_nothing(api, greet):
     run_id = start(api).json["id"]
     response = api.post(f"/api/runs/{run_id}/explode")
-    assert response.status_code == 404
+    assert response.status_code == 400
     assert "Unknown action 'explode'" in response.json["error"]
+    assert run_status(run_id) == "pending"
 
 
 # ---------------------------------------------------------------------------------- auth

@@ -58,3 +58,23 @@ def test_dates_show_in_the_viewers_timezone(app, live, page, define) -> None:
     shown = page.locator(f'time[datetime^="{created.strftime("%Y-%m-%dT%H:%M:%S")}"]').first
     assert shown.get_attribute("title") == "2026-01-02T03:04:05.000Z"
     assert "12:04:05" in shown.inner_text() and "2026" in shown.inner_text()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.sqlite_only
+def test_docs_pages_at_desktop_and_phone_widths(app, live, page) -> None:
+    """The editor's help link opens the snippet API page; the page fits a phone's width."""
+    from tests.conftest import screenshot
+
+    create_user("viewer@example.com", "viewer", "s3cret-pass")
+    browser_log_in(page, live.base, "viewer@example.com", "s3cret-pass")
+    page.get_by_role("navigation", name="Sections").get_by_role("link", name="Docs").click()
+    page.get_by_role("navigation", name="Documentation").get_by_role("link", name="Steps").click()
+    page.locator("#ctx-reference").wait_for()
+    screenshot(page, "docs-steps-1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(live.url("/docs/steps#ctx-reference"))
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than the phone"
+    screenshot(page, "docs-steps-390")

@@ -462,6 +462,85 @@ def test_links_of_finished_runs_answer_410(app, define, api, work, client):
         assert show(api, run_id) == before
 
 
+SHOWS_LINKS = """\
+def run(ctx):
+    links = ctx.flow.suspend(timeout=3600)
+    ctx.logger.info(f"approve at {links.resume_url}", cancel_url=links.cancel_url)
+    return {"resume": links.resume_url, "cancel": links.cancel_url}
+"""
+
+
+def test_only_operators_and_up_see_links(app, define, make_api, work):
+    """A link acts without a login: a viewer sees no links, in the API, on the run page and
+    the Tasks page, nor in a step's output, log lines or error (they are masked there)."""
+    from console.auth import create_user
+    from tests.support import log_in
+
+    define(
+        "leaky",
+        [
+            ("ask", SHOWS_LINKS),
+            (
+                "boom",
+                "def run(ctx):\n    raise RuntimeError('old: ' + ctx.steps.ask.output['cancel'])\n",
+            ),
+        ],
+    )
+    define("hook", [{"name": "wait", "kind": "callback", "config": {"timeout": "1h"}}])
+    viewer, operator = make_api("viewer"), make_api("operator")
+    waiting = start(operator, "leaky")
+    called = start(operator, "hook")
+    work(until=lambda: status_of(waiting) == status_of(called) == "suspended")
+    links = show(operator, waiting)["links"]
+    tokens = [links["resume_url"].rsplit("/", 1)[1], links["cancel_url"].rsplit("/", 1)[1]]
+    hook_links = show(operator, called)["links"]
+    tokens += [
+        hook_links["resume_url"].rsplit("/", 1)[1],
+        hook_links["cancel_url"].rsplit("/", 1)[1],
+    ]
+    masked = [f"{BASE}/flow/resume/[hidden]", f"{BASE}/flow/cancel/[hidden]"]
+
+    def answers(api: Any) -> str:
+        return "".join(
+            api.get(path).get_data(as_text=True)
+            for run_id in (waiting, called)
+            for path in (f"/api/runs/{run_id}", f"/api/runs/{run_id}/logs")
+        )
+
+    seen = answers(operator)  # operators see every link, in the output and the logs too
+    assert all(seen.count(token) >= 2 for token in tokens), seen
+    for run_id in (waiting, called):
+        as_viewer = show(viewer, run_id)
+        assert "links" not in as_viewer
+    seen = answers(viewer)
+    assert not any(token in seen for token in tokens), seen
+    assert all(text in seen for text in masked)
+    assert show(viewer, waiting)["steps"][0]["output"] == {"resume": masked[0], "cancel": masked[1]}
+    logs = viewer.get(f"/api/runs/{called}/logs").json["data"]
+    assert logs[0]["fields"] == {"resume_url": masked[0], "cancel_url": masked[1]}
+
+    pages = {}
+    for role in ("viewer", "operator"):
+        client = app.test_client()
+        create_user(f"page-{role}@example.com", role, "s3cret-pass")
+        log_in(client, f"page-{role}@example.com", "s3cret-pass")
+        pages[role] = client
+    for run_id in (waiting, called):
+        page = pages["viewer"].get(f"/runs/{run_id}").get_data(as_text=True)
+        assert not any(token in page for token in tokens) and "/flow/resume/[hidden]" in page
+        page = pages["operator"].get(f"/runs/{run_id}").get_data(as_text=True)
+        assert any(token in page for token in tokens)
+
+    # The link's run goes on and fails with a link in its error: masked on the viewer's cards.
+    assert app.test_client().post(path_of(links["resume_url"]), json={}).status_code == 200
+    work(until=lambda: status_of(waiting) == "failed")
+    for path in ("/tasks", f"/runs/{waiting}"):
+        page = pages["viewer"].get(path).get_data(as_text=True)
+        assert f"old: {masked[1]}" in page and tokens[1] not in page
+        assert tokens[1] in pages["operator"].get(path).get_data(as_text=True)
+    assert tokens[1] not in viewer.get(f"/api/runs/{waiting}").get_data(as_text=True)
+
+
 # ------------------------------------------------------------------------------- pause
 
 

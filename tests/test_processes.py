@@ -121,6 +121,12 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
         )
     }
     env.update(CONSOLE_INSTANCE_PATH=str(instance), PORT=str(port), PYTHONUNBUFFERED="1")
+    # gunicorn's default control socket is in the home folder (or XDG_RUNTIME_DIR), shared by
+    # every stack on the machine: this one's must be in its instance folder instead.
+    home = tmp_path / "home"
+    home.mkdir()
+    env["HOME"] = str(home)
+    env.pop("XDG_RUNTIME_DIR", None)
     log_path = tmp_path / "up.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
@@ -163,6 +169,10 @@ def test_flask_up_runs_the_whole_stack(tmp_path, backend):
         assert re.search(r"Imported \d+ example workflows into the empty database", output)
         password = re.search(r"Log in as admin@localhost with password (\S+)", output).group(1)
         assert (instance / "console.db").exists() and (instance / "redis.sock").exists()
+        assert (instance / "gunicorn.ctl").is_socket() and not list(home.iterdir())
+        # Created private to the console's user.
+        assert instance.stat().st_mode & 0o777 == 0o700
+        assert (instance / "console.db").stat().st_mode & 0o777 == 0o600
 
         # The printed credentials log in on the page.
         session = requests.Session()

@@ -513,7 +513,7 @@ def test_nan_is_refused_in_outputs_and_inputs(app, define, work, api):
         data='{"input": {"x": NaN}}',
         headers={"Content-Type": "application/json"},
     )
-    assert response.status_code == 422 and "NaN" in response.json["error"]
+    assert response.status_code == 400 and "NaN" in response.json["error"]
 
 
 def test_a_step_that_ran_while_its_run_was_canceled_is_kept_as_canceled(

@@ -39,11 +39,13 @@ class Recorder(BaseHTTPRequestHandler):
         server.requests.append(
             {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
         )
-        status, answer = server.answers.pop(0) if server.answers else (200, {"ok": True})
+        status, answer, *more = server.answers.pop(0) if server.answers else (200, {"ok": True})
         raw = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
         self.send_response(status)
         kind = "text/plain" if isinstance(answer, str) else "application/json"
         self.send_header("Content-Type", kind)
+        for name, value in (more[0] if more else {}).items():  # e.g. a redirect's Location
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
         self.wfile.write(raw)
@@ -414,6 +416,40 @@ def test_send_email_with_references_to_input_and_earlier_outputs(app, define, ap
     assert "{{ input.name }}: there is no 'name' in this run" in failed["error"]
 
 
+def test_an_email_refused_for_header_injection_is_recorded_as_failed(
+    app, define, api, work
+) -> None:
+    """A line break in a header (here a subject taken from the input) is refused by the email
+    library: the Outbox says failed and why, and the step fails saying so (the row used to stay
+    "sending" forever)."""
+    define(
+        "mail",
+        [
+            {
+                **kind_step(
+                    "notify",
+                    "email",
+                    to="ann@example.com",
+                    subject="{{ input.subject }}",
+                    text="Hello",
+                ),
+                "retries": 1,
+                "retry_delay": 0,
+            }
+        ],
+    )
+    run_id = start(api, "mail", subject="Hello\nBcc: everyone@example.com")
+    work()
+    run = show(api, run_id)
+    assert run["status"] == "failed", run
+    assert "sending the email failed: the message was refused" in run["error"]
+    assert "linefeed" in run["error"]
+    (email,) = outbox(run_id)  # the retry took the same message up again, and refused it
+    assert email.status == "failed" and email.sent_at is None
+    assert email.error.startswith("the message was refused: ") and "linefeed" in email.error
+    assert run["steps"][0]["attempts"] == 2
+
+
 def test_http_request_sends_method_headers_and_json_body_once(
     app, define, api, work, http_server
 ) -> None:
@@ -479,6 +515,70 @@ def test_http_request_fails_on_an_unexpected_status_and_retries_send_again(
     run = show(api, failed)
     assert run["status"] == "failed"
     assert "answered HTTP 404" in run["error"] and "no such thing" in run["error"]
+
+
+def test_only_http_and_https_urls_are_saved(app, api) -> None:
+    """A literal URL of another scheme is refused when the workflow is saved, at its field."""
+    steps = [
+        kind_step("get", "http", url="file:///proc/self/environ"),
+        kind_step("check", "poll", url="ftp://files.example/job", condition="True"),
+        kind_step("hook", "callback", notify_url="FILE:///etc/passwd"),
+        kind_step("data", "http", url="data:text/plain,hello"),
+    ]
+    answer = api.put("/api/workflows/schemes", json={"steps": steps})
+    assert answer.status_code == 422, answer.json
+    problems = details_by_path(answer)
+    assert set(problems) == {
+        "/steps/0/config/url",
+        "/steps/1/config/url",
+        "/steps/2/config/notify_url",
+        "/steps/3/config/url",
+    }
+    assert all("http:// or https://" in message for message in problems.values())
+    with pytest.raises(ValidationFailed):
+        normalise({"name": "schemes", "steps": steps[:1]})
+
+
+def test_a_url_from_the_input_must_be_http_or_https(app, define, api, work, http_server) -> None:
+    """A URL that comes from the run (here its input) is checked when the step fetches it:
+    file: would hand the worker's environment (its secret key) to whoever starts the run."""
+    define("fetch", [kind_step("get", "http", url="{{ input.url }}", expected_status="any")])
+    define("check", [kind_step("wait_done", "poll", url="{{ input.url }}", condition="True")])
+    define("hook", [kind_step("wait", "callback", notify_url="{{ input.url }}")])
+    environ = "file:///proc/self/environ"
+    for workflow, url in (
+        ("fetch", environ),
+        ("fetch", " FILE:///proc/self/environ"),
+        ("check", environ),
+        ("hook", environ),
+        ("fetch", "ftp://127.0.0.1/secret_key"),
+    ):
+        run_id = start(api, workflow, url=url)
+        work()
+        run = show(api, run_id)
+        assert run["status"] == "failed", (workflow, url, run)
+        assert f"only http and https URLs are allowed: {url.strip()}" in run["error"]
+        shown = json.dumps([run, api.get(f"/api/runs/{run_id}/logs").json])
+        assert "PATH=" not in shown and app.config["SECRET_KEY"] not in shown
+        assert run["steps"][0]["output"] is None
+
+    # A redirect is followed only to http or https: urllib itself refuses one to file: (the
+    # answer is the redirect itself) but follows one to ftp:.
+    http_server.answers = [(302, "moved", {"Location": environ})]
+    run_id = start(api, "fetch", url=http_server.base + "/moved")
+    work()
+    run = show(api, run_id)
+    assert run["output"]["status"] == 302 and run["output"]["text"] == "moved"
+    http_server.answers = [(302, "moved", {"Location": "ftp://127.0.0.1/secret_key"})]
+    run_id = start(api, "fetch", url=http_server.base + "/moved")
+    work()
+    run = show(api, run_id)
+    assert run["status"] == "failed", run
+    assert "only http and https URLs are allowed: ftp://127.0.0.1/secret_key" in run["error"]
+    http_server.answers = [(302, "moved", {"Location": "/here"}), (200, {"here": True})]
+    run_id = start(api, "fetch", url=http_server.base + "/moved")
+    work()
+    assert show(api, run_id)["output"]["json"] == {"here": True}  # http redirects still work
 
 
 def test_delay_sleeps_durably_then_continues(app, define, api, work) -> None:

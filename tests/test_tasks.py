@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from console import runs as domain
 from console.auth import create_user
+from console.errors import ConsoleError
 from console.extensions import db
 from console.models import BulkAction, Run
 from console.serialize import run_detail
@@ -149,6 +150,27 @@ def test_actions_follow_the_state_and_stale_actions_say_so(app, client, operator
         f"/tasks/runs/{third.id}/cancel", data={"csrf_token": operator, "confirmed": "yes"}
     )
     assert done.status_code == 302 and status_of(third.id) == "canceled"
+
+
+def test_an_unknown_action_is_refused_and_changes_nothing(app, client, operator, define):
+    """The Tasks page, the API, the CLI and bulk actions share one action table: a name that
+    is not in it answers 400 (it used to fall back to cancel)."""
+    wf = define("keep", [("a", code())])
+    run, _ = domain.start_run(wf, {})
+    for headers in (HX, {}):
+        answer = client.post(
+            f"/tasks/runs/{run.id}/bogus",
+            data={"csrf_token": operator, "confirmed": "yes"},
+            headers=headers,
+        )
+        assert answer.status_code == 400
+        assert "Unknown action &#39;bogus&#39;" in answer.get_data(as_text=True)
+        assert status_of(run.id) == "pending"
+    assert set(domain.ACTIONS) == {"pause", "resume", "cancel"}
+    with pytest.raises(ConsoleError, match="Unknown action 'bogus'") as refused:
+        domain.bulk_act("bogus", domain.RunFilter())
+    assert refused.value.status == 400
+    assert status_of(run.id) == "pending"
 
 
 def test_viewers_read_and_operators_act(app, client, define):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, url_for
-from flask_login import current_user
+from flask_login import current_user, login_user
 from sqlalchemy import select
 
 from ..auth import (
@@ -129,6 +129,8 @@ def reset(user_id: int) -> Any:
     if not EmptyForm().validate_on_submit():
         return redirect(url_for("accounts.users"))
     password = reset_password(user)
+    if user.id == current_user.id:
+        login_user(user)  # an admin resetting their own password stays logged in here
     return show_password(user.email, password)
 
 
@@ -184,6 +186,7 @@ def password() -> Any:
     except AccountError as exc:
         form.current.errors = [str(exc)]
         return profile_page(password_form=form), 422
+    login_user(current_user._get_current_object())  # this session goes on, the others end
     flash("Your password is changed.")
     return redirect(url_for("accounts.profile"))
 

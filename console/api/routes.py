@@ -16,6 +16,8 @@ from ..auth import role
 from ..definitions import save_workflow
 from ..errors import ConsoleError, NotFound, ValidationFailed
 from ..extensions import csrf, db
+from ..jsonbody import body_json
+from ..links import links_visible, mask_links
 from ..models import RUN_STATUSES, LogLine, Run, Workflow
 from ..serialize import run_detail, run_summary, workflow_detail, workflow_summary
 from ..timeutil import isoformat
@@ -65,14 +67,15 @@ def api_routing_error(exc: HTTPException) -> Any:
 
 
 def json_body(required: bool = True) -> Any:
-    # A form-encoded body reads as empty ``request.data``: look at the length as well, so
-    # that it is refused as "not JSON" rather than ignored.
-    if not required and not request.content_length and not request.get_data(cache=True):
+    # Over MAX_CONTENT_LENGTH, with or without a Content-Length, this raises 413.
+    raw = request.get_data(cache=True)
+    # A form-encoded body that CSRF checking already parsed reads as empty: look at the
+    # length as well, so that it is refused as "not JSON" rather than taken as {}.
+    if not required and not raw and not request.content_length:
         return {}
-    data = request.get_json(silent=True)
-    if data is None:
+    if not request.is_json:
         raise ConsoleError("The request body must be JSON (Content-Type: application/json)")
-    return data
+    return body_json(raw)
 
 
 def load_workflow(name: str) -> Workflow:
@@ -222,17 +225,15 @@ def list_runs() -> Any:
 @bp.get("/runs/<run_id>")
 @role("viewer")
 def get_run(run_id: str) -> Any:
-    return jsonify(run_detail(load_run(run_id)))
+    return jsonify(run_detail(load_run(run_id), links=links_visible()))
 
 
 @bp.post("/runs/<run_id>/<action>")
 @role("operator")
 def act_on_run(run_id: str, action: str) -> Any:
-    actions = {"pause": domain.pause_run, "resume": domain.resume_run, "cancel": domain.cancel_run}
-    if action not in actions:
-        raise NotFound(f"Unknown action {action!r}; use pause, resume or cancel")
+    act = domain.run_action(action)
     load_run(run_id)
-    run = actions[action](run_id)
+    run = act(run_id)
     return jsonify(run_detail(run))
 
 
@@ -253,17 +254,16 @@ def run_logs(run_id: str) -> Any:
     if not 1 <= limit <= 5000:
         raise ValidationFailed("limit must be between 1 and 5000")
     lines = db.session.scalars(query.limit(limit))
-    return jsonify(
-        data=[
-            {
-                "id": line.id,
-                "step": line.step_name,
-                "attempt": line.attempt,
-                "level": line.level,
-                "message": line.message,
-                "fields": line.fields,
-                "created_at": isoformat(line.created_at),
-            }
-            for line in lines
-        ]
-    )
+    data = [
+        {
+            "id": line.id,
+            "step": line.step_name,
+            "attempt": line.attempt,
+            "level": line.level,
+            "message": line.message,
+            "fields": line.fields,
+            "created_at": isoformat(line.created_at),
+        }
+        for line in lines
+    ]
+    return jsonify(data=data if links_visible() else mask_links(data))

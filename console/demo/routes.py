@@ -3,7 +3,9 @@
 Public on purpose: step code calls it without credentials. What keeps that harmless:
 
 - a job is a small JSON value in Redis (the body is capped at ``MAX_BODY_BYTES``) that
-  expires after a day, and at most ``MAX_JOBS_PER_HOUR`` jobs are created per hour;
+  expires after a day; each client address creates at most ``DEMO_RATE_LIMIT_ADDRESS`` jobs
+  (100 an hour), so that one client cannot use up the ceiling for everyone
+  (``DEMO_RATE_LIMIT_TOTAL``, 1000 an hour);
 - a ``callback_url`` must be a link of this console (``{BASE_URL}/flow/...``), so the
   callback cannot be pointed at other hosts or at the console's other routes.
 """
@@ -11,7 +13,6 @@ Public on purpose: step code calls it without credentials. What keeps that harml
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,19 +20,24 @@ from flask import current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..auth import public
-from ..queueing import get_redis
+from ..extensions import limiter
+from ..queueing import get_redis, redis_url
+from ..ratelimit import demo_address_key, demo_total_key
 from . import bp
 from .jobs import create_job, job_status, load_job
 
 DEFAULT_SECONDS = 3
 MAX_SECONDS = 60
 MAX_BODY_BYTES = 16 * 1024
-MAX_JOBS_PER_HOUR = 1000
-RATE_KEY = "demo:jobs:hour:"
 
 
 def error(message: str, status: int) -> Any:
     return jsonify(error=message, details=[]), status
+
+
+@bp.before_request
+def _redis_up() -> None:
+    redis_url()  # the limits are counted in Redis: start the embedded one before they are
 
 
 @bp.errorhandler(HTTPException)
@@ -63,6 +69,18 @@ def read_body() -> tuple[dict[str, Any] | None, Any]:
 
 @bp.post("/jobs")
 @public
+# Limits of one time unit are counted in the order they are declared, from the innermost, and
+# counting stops at the first one over: a client over its own limit uses none of everyone's.
+@limiter.limit(
+    lambda: current_app.config["DEMO_RATE_LIMIT_TOTAL"],
+    key_func=demo_total_key,
+    error_message="The demo service is at its limit for everyone; try again later",
+)
+@limiter.limit(
+    lambda: current_app.config["DEMO_RATE_LIMIT_ADDRESS"],
+    key_func=demo_address_key,
+    error_message="Too many demo jobs from your address; try again later",
+)
 def create() -> Any:
     body, problem = read_body()
     if body is None:
@@ -80,12 +98,6 @@ def create() -> Any:
                 f"callback_url must be a resume or cancel link of this console ({links}…)", 422
             )
     conn = get_redis()
-    hour = RATE_KEY + str(int(time.time() // 3600))
-    created = conn.incr(hour)
-    if created == 1:
-        conn.expire(hour, 3600)
-    if int(created) > MAX_JOBS_PER_HOUR:  # type: ignore[arg-type]
-        return error(f"The demo creates at most {MAX_JOBS_PER_HOUR} jobs an hour", 429)
     job = create_job(conn, seconds, body.get("result"), callback_url)
     if callback_url:
         from rq_scheduler import Scheduler

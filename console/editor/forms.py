@@ -28,6 +28,8 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
+from ..jsonbody import parse_json
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 NAME_MESSAGE = "Lower-case letters, digits and _, starting with a letter (at most 63)."
 PROPERTY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -98,7 +100,7 @@ class TestForm(FlaskForm):
     def parsed(self) -> Any:
         text = (self.sample_input.data or "").strip() or "{}"
         try:
-            value = json.loads(text)
+            value = parse_json(text)
         except ValueError as exc:
             self.sample_input.errors = [f"Not valid JSON: {exc}"]
             return None
@@ -287,7 +289,7 @@ def schema_from_fields(rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | Non
         if default:
             try:
                 if kind == "object":
-                    prop["default"] = json.loads(default)
+                    prop["default"] = parse_json(default)
                     if not isinstance(prop["default"], dict):
                         raise ValueError("the default of an object must be a JSON object")
                 elif kind.startswith("array:"):
@@ -316,7 +318,7 @@ def schema_from_raw(text: str) -> tuple[dict[str, Any] | None, list[str]]:
     if not text:
         return None, []
     try:
-        schema = json.loads(text)
+        schema = parse_json(text)
     except ValueError as exc:
         return None, [f"Not valid JSON: {exc}"]
     if not isinstance(schema, dict):
@@ -469,7 +471,7 @@ def _read_field(field: Any, spec: InputField) -> tuple[Any, bool]:
     text = (data or "").strip()
     if spec.kind == "json":
         try:
-            parsed = json.loads(text or "{}")
+            parsed = parse_json(text or "{}")
         except ValueError as exc:
             raise ValueError(f"Not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
@@ -481,7 +483,7 @@ def _read_field(field: Any, spec: InputField) -> tuple[Any, bool]:
         return [_scalar(spec.item or "string", p, []) for p in split_list(text)], True
     if spec.kind == "object":
         try:
-            return json.loads(text), True
+            return parse_json(text), True
         except ValueError as exc:
             raise ValueError(f"Not valid JSON: {exc}") from None
     return _scalar(spec.kind, data if spec.kind == "string" else text, []), True

@@ -25,6 +25,7 @@ from ..auth import role
 from ..definitions import export_definition, save_workflow
 from ..errors import ConsoleError, NotFound, ValidationFailed
 from ..extensions import db
+from ..jsonbody import parse_json
 from ..main.forms import EmptyForm
 from ..models import ACTIVE, Run, Workflow, WorkflowVersion
 from ..runs import delete_version, get_version, start_run
@@ -745,8 +746,8 @@ def _attach_problems(form: Any, specs: list[Any], details: list[Any]) -> list[st
 def _read_upload(form: ImportForm) -> Any:
     raw = form.file.data.read()
     try:
-        return json.loads(raw)
-    except ValueError as exc:
+        return parse_json(raw)
+    except ValueError as exc:  # UnicodeDecodeError too
         raise ValidationFailed(f"The file is not JSON: {exc}") from None
 
 

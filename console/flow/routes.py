@@ -5,16 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, current_app, jsonify, render_template, request
+from flask import current_app, jsonify, render_template, request
 
 from .. import runs as domain
 from ..auth import public
-from ..errors import NotFound
+from ..errors import ConsoleError, NotFound
+from ..jsonbody import JSONRefused, body_json, parse_json, read_body
 from ..models import Run, Waitpoint
 from . import bp
 
 ACTIONS = ("resume", "cancel")
-HIDDEN_HEADERS = {"cookie", "authorization", "proxy-authorization"}
+# Credentials a caller may send with a callback never reach step code (which stores the
+# request in the run's output): these headers, and any whose name has one of the words below.
+HIDDEN_HEADERS = {"cookie", "authorization", "proxy-authorization", "x-api-key", "x-auth-token"}
+HIDDEN_HEADER_WORDS = ("token", "secret", "password", "passwd", "api-key", "apikey", "api_key")
+
+
+def is_credential(header: str) -> bool:
+    name = header.lower()
+    return name in HIDDEN_HEADERS or any(word in name for word in HIDDEN_HEADER_WORDS)
 
 
 def wants_html() -> bool:
@@ -25,31 +34,40 @@ def wants_html() -> bool:
     )
 
 
-def body_payload() -> Any:
+def body_payload(raw: bytes) -> Any:
     """The request's JSON body, form fields or raw text; None when empty."""
     if request.is_json:
-        data = request.get_json(silent=True)
-        if data is None and request.get_data():
-            abort(400, "The body is not valid JSON")
-        return data
+        return body_json(raw) if raw else None
     if request.form:
         fields = {k: v if len(v) > 1 else v[0] for k, v in request.form.lists()}
         if set(fields) <= {"comment"}:
             comment = str(fields.get("comment", "")).strip()
             return {"comment": comment} if comment else None
         return fields
-    text = request.get_data(as_text=True)
-    return text or None
+    return raw.decode("utf-8", "replace") or None
 
 
-def callback_request() -> dict[str, Any]:
+def callback_request(raw: bytes) -> dict[str, Any]:
     return {
         "method": request.method,
-        "headers": {k: v for k, v in request.headers.items() if k.lower() not in HIDDEN_HEADERS},
+        "headers": {k: v for k, v in request.headers.items() if not is_credential(k)},
         "query": request.args.to_dict(),
-        "json": request.get_json(silent=True) if request.is_json else None,
-        "body": request.get_data(as_text=True),
+        "json": callback_json(raw),
+        "body": raw.decode("utf-8", "replace"),
     }
+
+
+def callback_json(raw: bytes) -> Any:
+    # The raw body is kept beside it, so JSON with bad syntax is only None; JSON the console
+    # does not take (too deep, NaN) is refused as in every other body.
+    if not request.is_json:
+        return None
+    try:
+        return parse_json(raw)
+    except JSONRefused as exc:
+        raise ConsoleError(f"The request body must be JSON: {exc}") from None
+    except ValueError:
+        return None
 
 
 def load(action: str, token: str) -> tuple[Waitpoint, Run]:
@@ -65,9 +83,11 @@ def answer(body: dict[str, Any], code: int, page: str, **context: Any) -> Any:
     return jsonify(body), code
 
 
-@bp.errorhandler(NotFound)
-def not_found(exc: NotFound) -> Any:
-    return answer({"error": exc.message, "details": []}, 404, "flow/result.html")
+@bp.errorhandler(ConsoleError)
+def console_error(exc: ConsoleError) -> Any:
+    # An unknown token (404), a body too large (413) or not JSON the console takes (400).
+    message = "The request body is too large" if exc.status == 413 else exc.message
+    return answer({"error": message, "details": exc.details}, exc.status, "flow/result.html")
 
 
 @bp.get("/<action>/<token>")
@@ -81,19 +101,9 @@ def confirm(action: str, token: str) -> Any:
 @public
 def act(action: str, token: str) -> Any:
     waitpoint, run = load(action, token)
-    if (request.content_length or len(request.get_data())) > current_app.config[
-        "MAX_PAYLOAD_BYTES"
-    ]:
-        return answer(
-            {"error": "The request body is too large", "details": []},
-            413,
-            "flow/result.html",
-            run=run,
-            waitpoint=waitpoint,
-        )
-    payload = (
-        callback_request() if waitpoint.kind == "rerun" and action == "resume" else (body_payload())
-    )
+    raw = read_body(current_app.config["MAX_PAYLOAD_BYTES"])
+    rerun = waitpoint.kind == "rerun" and action == "resume"
+    payload = callback_request(raw) if rerun else body_payload(raw)
     result = domain.act_on_link(token, action, payload)
     body: dict[str, Any] = {"run": result.run_id, "action": result.action, "status": result.status}
     if result.code == 409:

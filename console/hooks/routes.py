@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import current_app, jsonify, request
@@ -10,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..auth import public
 from ..errors import ConsoleError, NotFound
+from ..jsonbody import body_json, read_body
 from ..runs import start_run
 from ..serialize import run_url
 from ..webhooks import workflow_for_hook
@@ -27,28 +27,12 @@ def http_error(exc: HTTPException) -> Any:
     return jsonify(error=messages.get(exc.code or 500, exc.description), details=[]), exc.code
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def hook_input() -> Any:
     """The request body as JSON; an empty body is an empty input."""
-    limit = current_app.config["MAX_PAYLOAD_BYTES"]
-    if (request.content_length or 0) > limit:
-        raise ConsoleError(
-            f"The request body is {request.content_length} bytes; the limit is {limit}",
-            status=413,
-        )
-    # Reading more than MAX_CONTENT_LENGTH (a body sent without a length) raises 413 too.
-    raw = request.get_data(cache=False)
-    if len(raw) > limit:
-        raise ConsoleError(f"The request body is over the limit of {limit} bytes", status=413)
+    raw = read_body(current_app.config["MAX_PAYLOAD_BYTES"])
     if not raw.strip():
         return {}
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise ConsoleError(f"The request body must be JSON: {exc}") from exc
+    return body_json(raw)
 
 
 @bp.post("/<workflow>/<secret>")

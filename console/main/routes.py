@@ -6,13 +6,13 @@ from urllib.parse import urlsplit
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from rq import Worker
-from sqlalchemy import select, text
+from sqlalchemy import text
 
-from ..auth import public, role
+from ..auth import authenticate, count_failed_login, end_sessions, login_locked, public, role
 from ..errors import NotFound
 from ..extensions import db
-from ..models import User
 from ..queueing import get_redis
+from ..ratelimit import client_address
 from . import bp
 from .forms import EmptyForm, LoginForm
 
@@ -33,8 +33,19 @@ def login() -> Any:
         return redirect(url_for("main.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.scalar(select(User).filter_by(email=form.email.data.strip().lower()))
-        if user is None or not user.active or not user.check_password(form.password.data):
+        email, address = form.email.data, client_address()
+        wait = login_locked(email, address)
+        if wait is not None:
+            minutes = -(-wait // 60)
+            message = (
+                "Too many failed logins for this account or from your address. "
+                f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+            )
+            flash(message, "error")
+            return render_template("main/login.html", form=form), 429, {"Retry-After": str(wait)}
+        user = authenticate(email, form.password.data)
+        if user is None:
+            count_failed_login(email, address)
             flash("Wrong email or password.", "error")
         else:
             login_user(user)
@@ -47,6 +58,7 @@ def login() -> Any:
 def logout() -> Any:
     form = EmptyForm()
     if form.validate_on_submit():
+        end_sessions(current_user)  # a saved copy of this cookie (and every other) ends too
         logout_user()
     return redirect(url_for("main.login"))
 

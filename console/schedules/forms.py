@@ -10,6 +10,7 @@ from wtforms import BooleanField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length
 
+from ..jsonbody import JSONRefused, parse_json
 from ..scheduling import DEFAULT_MISSED
 
 MISSED_CHOICES = [
@@ -36,9 +37,12 @@ class ScheduleForm(FlaskForm):
         value: Any = {}
         if text.startswith("{"):
             try:
-                value = json.loads(text)
+                value = parse_json(text)
             except json.JSONDecodeError as exc:
                 self.input.errors = [f"Not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"]
+                return None
+            except JSONRefused as exc:
+                self.input.errors = [f"Not JSON the console takes: {exc}"]
                 return None
         elif text:
             value = self.input.data

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import AnyOf, Length, Optional, ValidationError
+
+from ..jsonbody import parse_json
 
 VIEWS = ("card", "run")
 
@@ -23,7 +24,7 @@ class ActionForm(FlaskForm):
     def validate_payload(self, field: Any) -> None:
         if field.data and field.data.strip():
             try:
-                json.loads(field.data)
+                parse_json(field.data)
             except ValueError as exc:
                 raise ValidationError(f"The payload is not valid JSON: {exc}") from None
             if self.comment.data and self.comment.data.strip():
@@ -33,7 +34,7 @@ class ActionForm(FlaskForm):
         """What the run's link would receive: the JSON payload, else ``{"comment": ...}``
         (as the link's own form sends it), else nothing."""
         if self.payload.data and self.payload.data.strip():
-            return json.loads(self.payload.data)
+            return parse_json(self.payload.data)
         comment = (self.comment.data or "").strip()
         return {"comment": comment} if comment else None
 

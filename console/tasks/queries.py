@@ -20,6 +20,7 @@ from sqlalchemy import and_, func, or_, select, union_all
 
 from .. import runs as domain
 from ..extensions import db
+from ..links import links_visible, mask_links
 from ..models import RUN_STATUSES, TERMINAL, LogLine, Run, Waitpoint, Workflow, WorkflowVersion
 from ..serialize import run_detail
 from ..timeutil import isoformat, utcnow
@@ -242,6 +243,7 @@ def stamp(row: Any) -> str:
 def build_cards(rows: Sequence[Any]) -> list[Card]:
     infos = version_infos({r.version_id for r in rows})
     waiting = open_waits([r.id for r in rows if r.status in ("suspended", "paused")])
+    shown = links_visible()
     cards = []
     for r in rows:
         info = infos.get(r.version_id) or VersionInfo("?", "", "?", ())
@@ -264,7 +266,7 @@ def build_cards(rows: Sequence[Any]) -> list[Card]:
                 compute_ms=r.compute_ms,
                 paused_from=r.paused_from,
                 wake_at=isoformat(r.wake_at),
-                error=r.error,
+                error=r.error if shown else mask_links(r.error),
                 stamp=stamp(r),
                 actions=domain.allowed_actions(r.status, r.paused_from, wait is not None),
                 deadline=isoformat(wait[1]) if wait else None,
@@ -439,16 +441,40 @@ def run_stamp(run_id: str) -> str | None:
     return stamp(row) if row is not None else None
 
 
+@dataclass(frozen=True)
+class ShownLine:
+    """A log line as the run page shows it: a copy, so that masking its links never touches
+    the stored row."""
+
+    step_name: str | None
+    attempt: int
+    level: str
+    message: str
+    fields: Any
+    created_at: datetime
+
+    @classmethod
+    def of(cls, line: LogLine, links: bool) -> ShownLine:
+        message, fields = (line.message, line.fields)
+        if not links:
+            message, fields = mask_links(message), mask_links(fields)
+        return cls(line.step_name, line.attempt, line.level, message, fields, line.created_at)
+
+
 def run_story(run_id: str) -> dict[str, Any]:
     """Everything the run page shows: the run, a timeline of its steps with their log lines,
     which steps were replayed from their checkpoints, and the actions its state allows."""
     run = domain.get_run(run_id)
-    detail = run_detail(run)
+    shown = links_visible()
+    detail = run_detail(run, links=shown)
     rows = {r.name: r for r in run.steps}
-    logs = db.session.scalars(
-        select(LogLine).where(LogLine.run_id == run.id).order_by(LogLine.id).limit(LOG_LIMIT)
-    ).all()
-    by_step: dict[str | None, list[LogLine]] = {}
+    logs = [
+        ShownLine.of(line, shown)
+        for line in db.session.scalars(
+            select(LogLine).where(LogLine.run_id == run.id).order_by(LogLine.id).limit(LOG_LIMIT)
+        )
+    ]
+    by_step: dict[str | None, list[ShownLine]] = {}
     for line in logs:
         by_step.setdefault(line.step_name, []).append(line)
     for position, view in enumerate(detail["steps"]):

@@ -21,7 +21,7 @@ from . import bp, queries
 from .forms import ActionForm, BulkForm
 
 RUN_ID_RE = re.compile(r"^[0-9a-z]{26}$")
-ACTIONS = ("pause", "resume", "cancel", "approve", "reject")
+DECISIONS = ("approve", "reject")  # through the run's links; the others are domain.ACTIONS
 DONE = {"pause": "Paused", "resume": "Resumed", "cancel": "Canceled"}
 VERBS = {"pause": "paused", "resume": "resumed", "cancel": "canceled"}
 ING = {"pause": "Pausing", "resume": "Resuming", "cancel": "Canceling"}
@@ -123,17 +123,16 @@ def needs_confirmation(destructive: bool) -> bool:
 
 def perform(run_id: str, action: str, form: ActionForm) -> tuple[bool, str]:
     """Do the action if the run's state still allows it; else say what happened instead."""
-    if action in ("approve", "reject"):
+    if action in DECISIONS:
         target = "resume" if action == "approve" else "cancel"
         decision = domain.decide_run(run_id, target, form.decision_payload())
         return decision.ok, decision.message
+    act_on = domain.run_action(action)
     run = domain.get_run(run_id)
     if action not in domain.allowed_actions(run.status, run.paused_from, waiting=False):
         return False, f"This run is {run.status} now, so it cannot be {VERBS[action]}."
     try:
-        run = {"pause": domain.pause_run, "resume": domain.resume_run}.get(
-            action, domain.cancel_run
-        )(run_id)
+        run = act_on(run_id)
     except ConsoleError as exc:
         return False, exc.message
     note = " The step that is running finishes; no next step starts." if action == "pause" else ""
@@ -143,8 +142,13 @@ def perform(run_id: str, action: str, form: ActionForm) -> tuple[bool, str]:
 @bp.post("/tasks/runs/<run_id>/<action>")
 @role("operator")
 def act(run_id: str, action: str) -> Any:
-    if action not in ACTIONS or not RUN_ID_RE.match(run_id):
+    if not RUN_ID_RE.match(run_id):
         abort(404)
+    if action not in DECISIONS:
+        try:
+            domain.run_action(action)
+        except ConsoleError as exc:  # refused before anything is looked at or changed
+            abort(400, exc.message)
     form = ActionForm()
     if needs_confirmation(action in ("cancel", "reject")):
         return render_template("tasks/confirm.html", action=action, run_id=run_id, form=form)
