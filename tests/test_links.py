@@ -1033,6 +1033,7 @@ def test_rerun_links_used_while_the_step_executes(app, define, api, client, proc
     # (the delay is 30 s) and is that rerun's callback_request.
     early = tmp_path / "early"
     early.mkdir()
+    early.chmod(0o777)  # the step, running as STEP_USER, writes here
     run_id = start(api, "poll", dir=str(early), delay=30)
     wait((early / "url1").exists, "the first execution to hand out its links")
     link = path_of((early / "url1").read_text())
@@ -1055,6 +1056,7 @@ def test_rerun_links_used_while_the_step_executes(app, define, api, client, proc
     # The timer came first: once the rerun executes, the previous execution's link is over.
     late = tmp_path / "late"
     late.mkdir()
+    late.chmod(0o777)
     run_id = start(api, "poll", dir=str(late), delay=0.2)
     wait((late / "url1").exists, "the first execution to hand out its links")
     (late / "release1").touch()

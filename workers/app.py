@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from flask import Flask
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 _app: Flask | None = None
 _pid: int | None = None
@@ -54,3 +58,23 @@ def set_app(app: Flask) -> None:
     """Use this app in the current process (the CLI and tests that run workers in-process)."""
     global _app, _pid
     _app, _pid = app, os.getpid()
+
+
+_sandbox: Sandbox | None = None
+
+
+def get_sandbox() -> Sandbox:
+    """This process's step sandbox (its zygote starts on the first step), made from the app's
+    settings; made again when they change (tests create apps with other limits)."""
+    global _sandbox
+    from .sandbox import Limits, Sandbox, step_environment
+
+    limits = Limits.from_settings(get_app().config)
+    if _sandbox is not None and (
+        _sandbox.limits != limits or _sandbox.env != step_environment(os.environ, limits.env_allow)
+    ):
+        _sandbox.close()
+        _sandbox = None
+    if _sandbox is None:
+        _sandbox = Sandbox(limits)
+    return _sandbox

@@ -69,6 +69,7 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 KEPT_ENV = ("PATH", "HOME", "LANG", "TZ", "BASE_URL")
 LOG_LEVELS = {"debug", "info", "warning", "error", "print"}
 LOG_FRAME_MAX = 2 * channel.MiB
+SOFT_GRACE = 0.5  # seconds a step has to end after its StepTimeout before it is killed
 
 
 class StepHandler(Protocol):
@@ -194,6 +195,7 @@ class StepCall:
             "version": self.version,
             "secrets": dict(self.secrets),
             "log_max_bytes": limits.log_max_bytes,
+            "timeout": self.timeout,
         }
 
 
@@ -541,7 +543,9 @@ class Sandbox:
         started: float,
     ) -> StepEnd:
         session = _Session(self.limits, call, handler, logger)
-        deadline = started + call.timeout
+        # The step process raises StepTimeout at the timeout itself (a traceback of where
+        # the step was); the kill follows when that does not end it.
+        deadline = started + call.timeout + SOFT_GRACE
         try:
             try:
                 if self._killed_for is not None:

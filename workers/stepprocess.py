@@ -46,6 +46,7 @@ from .runtime import (
     Steps,
     WaitRequested,
     compile_step,
+    step_deadline,
     step_traceback,
     to_json,
 )
@@ -430,8 +431,8 @@ def serve(sock: socket.socket) -> int:
             header, spec = channel.recv(sock)
         except channel.ChannelClosed:
             return 0
-        if header.get("op") == "step":
-            execute(sock, spec)
+        if header.get("op") == "step" and not execute(sock, spec):
+            return 0  # timed out: the alarm may have cut a frame, so a fresh process goes on
 
 
 def _raised(exc: BaseException) -> str:
@@ -439,8 +440,12 @@ def _raised(exc: BaseException) -> str:
     return f"{type(exc).__name__}({args})" if exc.args else type(exc).__name__
 
 
-def execute(sock: socket.socket, spec: dict[str, Any]) -> None:
-    """One execution of one step, reported as one ``done`` frame."""
+def execute(sock: socket.socket, spec: dict[str, Any]) -> bool:
+    """One execution of one step, reported as one ``done`` frame; False when it timed out.
+
+    At its timeout the step gets ``StepTimeout``, so that its traceback shows where it was;
+    one whose code catches that fails all the same, and one that goes on past the deadline
+    is killed by the engine."""
     name = spec["name"]
     run = spec.get("run") or {}
     budget = channel.LogBudget(int(spec["log_max_bytes"]))
@@ -465,8 +470,13 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> None:
     done: dict[str, Any] = {"op": "done", "kind": "ok"}
     payload = b""
     out, err = PrintCapture(logger), PrintCapture(logger)
+    timeout, expired = float(spec.get("timeout") or 0), list[bool]()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            step_deadline(timeout, expired),
+        ):
             try:
                 namespace: dict[str, Any] = {"__name__": f"step_{name}"}
                 exec(compile_step(name, spec["code"]), namespace)
@@ -496,7 +506,10 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> None:
             summary = f"raised {_raised(exc)}"
         done.update(kind="error", summary=channel.cut_line(summary, 1024))
         payload = channel.dumps(channel.cut_line(text))
-    if link.wait_until is not None:
+    if expired and done["kind"] != "error":
+        error = f"the step timed out after {timeout:g} s (its code caught the timeout)"
+        done, payload = {"op": "done", "kind": "error", "summary": error}, channel.dumps(error)
+    elif link.wait_until is not None:
         done, payload = {"op": "done", "kind": "wait", "until": link.wait_until.isoformat()}, b""
     elif flow.exited:
         reason = None if flow.reason is None else channel.cut_line(str(flow.reason), 4096)
@@ -509,6 +522,7 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> None:
         channel.send(sock, done, payload)
     except channel.ChannelClosed:
         os._exit(70)
+    return not expired
 
 
 def _error_text(exc: BaseException) -> str:

@@ -6,29 +6,32 @@ from typing import Any
 
 from flask import current_app
 from redis import Redis
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, SimpleWorker
 
-from .app import get_app
+from .app import get_app, get_sandbox
 from .jobs import warm_up
 
 
-class ConsoleWorker(Worker):
-    """RQ's forking worker with the console app loaded once in the parent.
+class ConsoleWorker(SimpleWorker):
+    """The worker: RQ's worker executing each job in its own process, the console app loaded
+    once.
 
-    Each job runs in a forked work-horse, so a step that crashes the interpreter (or is
-    killed) never takes the worker down. The app, the ORM mappers and the engine's compiled
-    SQL are prepared before the fork (``warm_up``), so a horse starts warm instead of paying
-    for them on every job; ``get_app`` drops the inherited database connections in the horse.
+    Step code never executes here: it executes in the step sandbox's step processes (one per
+    run, forked from a zygote this process starts once), which give the crash isolation RQ's
+    fork per job used to. A work-horse per job would also cost its fork (~4 ms with the app
+    imported) and a zygote of its own (~130 ms), since a zygote serves only the process that
+    started it. The engine's statements are prepared at start (``warm_up``).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         get_app()
         warm_up()
+        get_sandbox().start()  # the zygote, before the first job needs it
         super().__init__(*args, **kwargs)
 
 
 class SimpleConsoleWorker(SimpleWorker):
-    """Executes jobs in the worker process itself: faster, for tests and small installs."""
+    """The same worker without the warm-up (``--simple``, tests): steps are sandboxed too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         get_app()
