@@ -1082,9 +1082,12 @@ def apply_waitpoint(waitpoint_id: str) -> Run | None:
             )
             due = status == "sleeping"
     db.session.commit()
+    # Loaded before the job is queued: a worker may claim the run at once, and the answer
+    # to a link says what the link did (pending), not how far a worker has got since.
+    run = get_run(run_id)
     if due:
         enqueue_run(run_id)
-    return get_run(run_id)
+    return run
 
 
 @dataclass
@@ -1136,13 +1139,13 @@ def act_on_waitpoint(waitpoint_id: str, run_id: str, action: str, payload: Any) 
         == 1
     )  # type: ignore[attr-defined]
     db.session.commit()
-    if won:
-        apply_waitpoint(waitpoint_id)
+    applied = apply_waitpoint(waitpoint_id) if won else None
+    applied_status = applied.status if applied is not None else None
     db.session.expire_all()
     state = db.session.scalar(select(Waitpoint.state).where(Waitpoint.id == waitpoint_id))
     run = get_run(run_id)
     if won:
-        return LinkAnswer(run.id, target, run.status, 200, target)
+        return LinkAnswer(run.id, target, applied_status or run.status, 200, target)
     if state == target:
         return LinkAnswer(run.id, f"already_{target}", run.status, 200, target)
     if state in ("resumed", "canceled"):
