@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,41 @@ def test_test_this_step_is_sandboxed_and_its_timeout_enforced(app, define, api):
     assert seen.output[1] is None
     if ROOT:
         assert seen.output[0] == pwd.getpwnam("nobody").pw_uid
+
+
+# ----------------------------------------------------------------------------- the worker
+
+
+def test_the_worker_keeps_its_rq_heartbeats_while_a_job_executes(app, define, api):
+    """Jobs execute in the worker's process (no work-horse watching them): the worker still
+    renews its and the job's heartbeats, so a long run does not make it look dead to RQ."""
+    from rq import Queue
+
+    from console.queueing import get_redis
+    from workers.worker import ConsoleWorker
+
+    wf = define("slowish", [("slowish", "import time\ndef run(ctx):\n    time.sleep(3.5)")])
+    run_id = start(wf)
+    queue = Queue(app.config["RUN_QUEUE"], connection=get_redis())
+    (job_id,) = queue.job_ids
+    beats: list[bytes] = []
+    stop = threading.Event()
+
+    conn = get_redis()
+
+    def watch() -> None:
+        while not stop.wait(0.1):
+            value = conn.hget(f"rq:job:{job_id}", "last_heartbeat")
+            if value and value not in beats:
+                beats.append(value)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        worker = ConsoleWorker([queue], connection=get_redis(), job_monitoring_interval=1)
+        worker.work(burst=True, logging_level="WARNING")
+    finally:
+        stop.set()
+        watcher.join()
+    assert run_status(run_id) == "completed"
+    assert len(beats) >= 3, beats  # at the start, then every second of the 3.5 s step

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import current_app
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.worker import WorkerStatus
 
 from .app import get_app, get_sandbox
 from .jobs import warm_up
 
 
-class ConsoleWorker(SimpleWorker):
+class InProcessWorker(SimpleWorker):
+    """RQ's SimpleWorker that keeps its own and the job's heartbeats in Redis while a job
+    executes, as RQ's forking worker does while it watches its work-horse: a run may take
+    longer than RQ's worker TTL (420 s), and the worker would then look dead to RQ."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.job_monitoring_interval):
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except Exception:  # Redis away for a moment: the next beat retries
+                    self.log.exception("heartbeat of job %s failed", job.id)
+
+        thread = threading.Thread(target=beat, name="rq-heartbeat", daemon=True)
+        thread.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            thread.join()
+        self.set_state(WorkerStatus.IDLE)
+
+
+class ConsoleWorker(InProcessWorker):
     """The worker: RQ's worker executing each job in its own process, the console app loaded
     once.
 
@@ -30,7 +59,7 @@ class ConsoleWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
 
 
-class SimpleConsoleWorker(SimpleWorker):
+class SimpleConsoleWorker(InProcessWorker):
     """The same worker without the warm-up (``--simple``, tests): steps are sandboxed too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
