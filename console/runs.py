@@ -1006,8 +1006,9 @@ def rerun_callback(claim: Claim, step: str, runs: int, starting: bool) -> tuple[
     return True, (row.payload if row is not None and row.state == "resumed" else None)
 
 
-def apply_waitpoint(waitpoint_id: str) -> Run | None:
-    """Carry a decided waitpoint over to its run, if the run still waits on it (idempotent).
+def apply_waitpoint(waitpoint_id: str) -> str | None:
+    """Carry a decided waitpoint over to its run, if the run still waits on it (idempotent);
+    the run's status as that left it (None: nothing to carry over).
 
     ``resumed``/``timed_out`` on a suspend: the step completes with ``resume_data`` and the
     run becomes pending. ``resumed`` on a rerun: the step's next execution is due now, with
@@ -1027,9 +1028,9 @@ def apply_waitpoint(waitpoint_id: str) -> Run | None:
     if state == "canceled":
         db.session.commit()
         try:
-            return cancel_run(run_id)
+            return cancel_run(run_id).status
         except Conflict:
-            return get_run(run_id)
+            return get_run(run_id).status
     now = utcnow()
     write_transaction()
     # Lock the run's row first: a worker recording this step's end holds it until it commits.
@@ -1082,12 +1083,12 @@ def apply_waitpoint(waitpoint_id: str) -> Run | None:
             )
             due = status == "sleeping"
     db.session.commit()
-    # Loaded before the job is queued: a worker may claim the run at once, and the answer
-    # to a link says what the link did (pending), not how far a worker has got since.
-    run = get_run(run_id)
+    # Read before the job is queued: a worker may claim the run at once, and the answer to
+    # a link says what the link did (pending), not how far a worker has got since.
+    status_now = db.session.scalar(select(Run.status).where(Run.id == run_id))
     if due:
         enqueue_run(run_id)
-    return run
+    return status_now
 
 
 @dataclass
@@ -1139,8 +1140,7 @@ def act_on_waitpoint(waitpoint_id: str, run_id: str, action: str, payload: Any) 
         == 1
     )  # type: ignore[attr-defined]
     db.session.commit()
-    applied = apply_waitpoint(waitpoint_id) if won else None
-    applied_status = applied.status if applied is not None else None
+    applied_status = apply_waitpoint(waitpoint_id) if won else None
     db.session.expire_all()
     state = db.session.scalar(select(Waitpoint.state).where(Waitpoint.id == waitpoint_id))
     run = get_run(run_id)
