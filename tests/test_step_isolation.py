@@ -88,6 +88,30 @@ def test_a_swallowed_timeout_fails_and_the_worker_goes_on(app, define, api, proc
     assert run["steps"][0]["attempts"] == 1
 
 
+def test_a_timeout_caught_by_the_step_still_fails_the_attempt(app, define, work, api):
+    code = (
+        "import time\n"
+        "def run(ctx):\n"
+        "    try:\n"
+        "        time.sleep(10)\n"
+        "    except Exception:\n"
+        "        return 'went on'\n"
+    )
+    uncaught = "import time\ndef run(ctx):\n    time.sleep(10)\n"
+    caught = start(define("sneaky", [{"name": "sneaky", "code": code, "timeout": 1}]))
+    plain = start(define("plain", [{"name": "plain", "code": uncaught, "timeout": 1}]))
+    began = time.monotonic()
+    work()
+    assert time.monotonic() - began < 8
+    run = detail(api, caught)
+    assert run["status"] == "failed" and run["output"] is None
+    assert "timed out after 1 s (its code caught the timeout)" in run["error"], run["error"]
+    error = detail(api, plain)["error"]
+    # Where the step was when its time was up.
+    assert "StepTimeout: the step timed out after 1 s" in error
+    assert 'File "<step plain>", line 3, in run' in error and "time.sleep(10)" in error
+
+
 DEATHS = {
     "exit": ("os._exit(1)", "the step's process exited with code 1"),
     "keyboard_interrupt": ("raise KeyboardInterrupt", "raised KeyboardInterrupt"),
