@@ -377,3 +377,22 @@ def test_the_worker_keeps_its_rq_heartbeats_while_a_job_executes(app, define, ap
         watcher.join()
     assert run_status(run_id) == "completed"
     assert len(beats) >= 3, beats  # at the start, then every second of the 3.5 s step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simple", [False, True], ids=["worker", "simple"])
+def test_flask_worker_and_simple_execute_steps_in_step_processes(
+    app, define, api, processes, simple
+):
+    code = (
+        "import os\ndef run(ctx):\n"
+        "    return [os.getpid(), os.getuid(), sorted(set(os.environ) & {'SECRET_KEY', "
+        "'DATABASE_URL', 'REDIS_URL'})]"
+    )
+    worker = processes.worker(*(["--simple"] if simple else []))
+    run_id = start(define("where", [("where", code)]))
+    wait_for(lambda: run_status(run_id) == "completed", 30, message="the run")
+    pid, uid, settings = detail(api, run_id)["output"]
+    assert pid != worker.pid and settings == []
+    if ROOT:
+        assert uid == pwd.getpwnam("nobody").pw_uid
