@@ -16,11 +16,15 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import CodeType, MappingProxyType
 from typing import Any, Protocol
 
-from console.timeutil import utcnow
+
+def utcnow() -> datetime:
+    # Not console.timeutil's: the step process imports this module and must not import the
+    # console package (Flask, SQLAlchemy) before it executes step code.
+    return datetime.now(UTC)
 
 
 class StepTimeout(Exception):
@@ -297,15 +301,21 @@ def compile_step(name: str, code: str) -> CodeType:
 
 
 @contextlib.contextmanager
-def step_deadline(seconds: float) -> Iterator[None]:
-    """Raise StepTimeout in the step after ``seconds``. Needs the main thread (SIGALRM);
-    elsewhere the lease, which stops being renewed past the deadline, bounds the step."""
-    if threading.current_thread() is not threading.main_thread():
+def step_deadline(seconds: float, expired: list[bool] | None = None) -> Iterator[None]:
+    """Raise StepTimeout in the step after ``seconds`` (appending to ``expired``). Needs the
+    main thread (SIGALRM); elsewhere the lease, which stops being renewed past the deadline,
+    bounds the step."""
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
         yield
         return
 
     def _expired(signum: int, frame: Any) -> None:
-        raise StepTimeout(f"the step took longer than its timeout of {seconds:g} s")
+        if expired is not None:
+            expired.append(True)
+        raise StepTimeout(
+            f"the step timed out after {seconds:g} s: it took longer than its timeout "
+            f"of {seconds:g} s"
+        )
 
     previous = signal.signal(signal.SIGALRM, _expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
