@@ -166,7 +166,7 @@ class Config:
         self.CONSOLE_ADMIN_PASSWORD = os.environ.get("CONSOLE_ADMIN_PASSWORD") or None
         # Seconds a worker's claim on a run lasts without renewal; the reconciler hands an
         # expired run to another worker, so a dead worker's run resumes within this plus
-        # one reconciler interval (SPEC §3: within 60 seconds).
+        # one reconciler interval (docs/runs.md: within 60 seconds).
         self.RUN_LEASE_SECONDS = env_float("RUN_LEASE_SECONDS", 30.0)
         self.RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 5.0)
         self.RUN_QUEUE = os.environ.get("RUN_QUEUE", "runs")

@@ -1,4 +1,4 @@
-"""Workflow definitions (SPEC §7): validation, normalisation and publishing versions."""
+"""Workflow definitions (docs/definitions.md): validation, normalisation and publishing versions."""
 
 from __future__ import annotations
 
@@ -409,7 +409,7 @@ def save_workflow(
 
 
 def export_definition(version: WorkflowVersion) -> dict[str, Any]:
-    """A version's definition with the workflow's current schedules (SPEC §7)."""
+    """A version's definition with the workflow's current schedules (docs/definitions.md)."""
     data = {k: v for k, v in version.definition.items() if k != "schedules"}
     data["schedules"] = [
         scheduling.schedule_definition(s) for s in scheduling.schedules_of(version.workflow_id)

@@ -1,4 +1,4 @@
-"""Resume and cancel links (SPEC §4).
+"""Resume and cancel links (docs/links.md).
 
 A link's token is an HMAC of the waitpoint's random id and the action under the app's secret
 key: unguessable, bound to one step execution and one action, and derivable again when a step

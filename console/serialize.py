@@ -151,7 +151,7 @@ def workflow_detail(workflow: Workflow) -> dict[str, Any]:
             "schedules": [],
         }
     )
-    # Schedules are the workflow's current ones, not a version's (SPEC §7 format).
+    # Schedules are the workflow's current ones, not a version's (docs/definitions.md).
     data["schedules"] = [schedule_definition(s) for s in schedules_of(workflow.id)]
     counts = active_runs_by_version(workflow)
     data["versions"] = [version_summary(v, counts.get(v.id, 0)) for v in workflow.live_versions]

@@ -1,4 +1,4 @@
-"""Webhook triggers (SPEC §5 ``POST /hooks/<workflow>/<secret>``).
+"""Webhook triggers (``POST /hooks/<workflow>/<secret>``, docs/links.md#webhooks).
 
 A workflow's webhook secret is never stored: it is an HMAC under the app's secret key of the
 workflow's name and a random nonce kept on the workflow, made when the workflow is created.

@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC §5) as a client sees it: status codes and JSON bodies."""
+"""The HTTP API (docs/api.md) as a client sees it: status codes and JSON bodies."""
 
 from __future__ import annotations
 

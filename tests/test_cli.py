@@ -1,4 +1,5 @@
-"""The commands of SPEC §8, through Flask's CLI runner: what a user reads and the exit codes."""
+"""The commands (docs/commands.md), through Flask's CLI runner: what a user reads and the exit
+codes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Workflow definitions (SPEC §7) through the API: validation, versions, drafts, deletion."""
+"""Workflow definitions (docs/definitions.md) through the API: validation, versions, drafts,
+deletion."""
 
 from __future__ import annotations
 

@@ -140,3 +140,19 @@ def test_the_console_serves_every_page_with_working_links(app, client, auth):
     assert 'href="/docs/steps"' in index
     assert client.get("/docs/nope").status_code == 404
     assert client.get("/docs/..%2Fconsole").status_code == 404
+
+
+def test_no_page_message_or_comment_points_outside_the_repository():
+    """docs/ is the product's documentation: nothing in the code, pages or README sends a
+    reader to a contract that a clone of this repository does not hold."""
+    places = [ROOT / "README.md", ROOT / "bench" / "README.md"]
+    for folder in ("console", "workers", "templates", "bench", "tests"):
+        places += [p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".html", ".md")]
+    places += [p for p in (ROOT / "static").glob("*.*") if p.suffix in (".js", ".css")]
+    here = Path(__file__).resolve()
+    bad = [
+        str(p.relative_to(ROOT))
+        for p in places
+        if p.resolve() != here and re.search(r"\bSPEC\b|\.\./shared", p.read_text("utf-8"))
+    ]
+    assert not bad, bad

@@ -1,5 +1,6 @@
 """Durability with real processes: real ``flask worker`` / ``flask scheduler`` subprocesses, the
-real embedded Redis and both database backends, no mocks (SPEC §1, §2 ``ctx.task``, §3).
+real embedded Redis and both database backends, no mocks (docs/runs.md#durability, and
+``ctx.task`` in docs/steps.md).
 
 Steps write their side effects to a file named in the run's input, one line per execution, so
 that the tests can count how many times each piece of step code really ran, across processes

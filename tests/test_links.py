@@ -1,5 +1,6 @@
-"""Resume and cancel links (SPEC §2 ``ctx.flow.suspend``/``rerun``, ``ctx.wait``,
-``ctx.send_email``; SPEC §4), as the people and services that use them see them.
+"""Resume and cancel links (``ctx.flow.suspend``/``rerun``, ``ctx.wait``,
+``ctx.send_email``; docs/steps.md and docs/links.md), as the people and services that use
+them see them.
 
 The first half works in-process (the test client, a SimpleWorker draining the queue); the
 tests marked ``slow`` run real ``flask worker`` and ``flask scheduler`` processes and deliver

@@ -1,5 +1,5 @@
-"""Webhook triggers (SPEC §5): ``POST /hooks/<workflow>/<secret>`` as a sending service sees it,
-and the webhook URL as editors get and rotate it through the API."""
+"""Webhook triggers (docs/links.md#webhooks): ``POST /hooks/<workflow>/<secret>`` as a sending
+service sees it, and the webhook URL as editors get and rotate it through the API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The JSON API under /api (SPEC §5)."""
+"""The JSON API under /api (docs/api.md)."""
 
 from flask import Blueprint
 

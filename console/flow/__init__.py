@@ -1,4 +1,4 @@
-"""Resume and cancel links (SPEC §4): no login, the token is the credential."""
+"""Resume and cancel links (docs/links.md): no login, the token is the credential."""
 
 from flask import Blueprint
 

@@ -1,4 +1,4 @@
-"""Webhook triggers: ``POST /hooks/<workflow>/<secret>`` starts a run (SPEC §5).
+"""Webhook triggers: ``POST /hooks/<workflow>/<secret>`` starts a run (docs/links.md#webhooks).
 
 No login and no CSRF token: the request authenticates by the secret in its URL.
 """

@@ -1,4 +1,4 @@
-"""The Outbox page: every email steps sent with ``ctx.send_email`` (SPEC §2, §8)."""
+"""The Outbox page: every email steps sent with ``ctx.send_email`` (docs/steps.md#recorded-work)."""
 
 from flask import Blueprint
 

@@ -1,4 +1,4 @@
-"""The run state machine (SPEC §3): this package is still the only place a run's or a step's
+"""The run state machine (docs/runs.md): this package is still the only place a run's or a step's
 status changes.
 
 Every transition is one conditional UPDATE (``... WHERE status IN (allowed)``), so concurrent

@@ -140,7 +140,7 @@ class Decision:
 
 def decide_run(run_id: str, action: str, payload: Any) -> Decision:
     """Approve (``resume``) or reject (``cancel``) a suspended run from the console: exactly a
-    request to the run's open resume or cancel link (SPEC §4), with ``payload`` as the body,
+    request to the run's open resume or cancel link (docs/links.md), with ``payload`` as the body,
     so the step's ``resume_data`` is the same either way. A run that no longer waits (decided
     elsewhere, timed out, canceled) answers ``ok=False`` with what happened."""
     if action not in LINK_STATES:
@@ -167,7 +167,7 @@ def decide_run(run_id: str, action: str, payload: Any) -> Decision:
 
 
 def allowed_actions(status: str, paused_from: str | None, waiting: bool) -> tuple[str, ...]:
-    """The operator actions a run's state allows (SPEC §3), in the order a page offers them.
+    """The operator actions a run's state allows (docs/runs.md), in the order a page offers them.
     ``waiting``: the run has an open suspend waitpoint, so it can be approved or rejected."""
     actions: list[str] = []
     if waiting and (status == "suspended" or paused_from == "suspended"):

@@ -291,7 +291,7 @@ def find_waitpoint(token: str, action: str) -> Waitpoint:
 
 
 def act_on_link(token: str, action: str, payload: Any) -> LinkAnswer:
-    """A request to a resume or cancel link: the first one decides, once (SPEC §4)."""
+    """A request to a resume or cancel link: the first one decides, once (docs/links.md)."""
     wp = find_waitpoint(token, action)
     return act_on_waitpoint(wp.id, wp.run_id, action, payload)
 

@@ -75,7 +75,8 @@ def run_story(run_id: str) -> dict[str, Any]:
         view["sleep_reason"] = row.sleep_reason if row is not None else None
         view["logs"] = by_step.pop(view["name"], [])
         view["current"] = position == run.current_step and not run.is_terminal
-        # The API says pending (SPEC §3 has no status for it); the page says what it means.
+        # The API says pending (a step never reached has no status of its own); the page
+        # says what it means.
         view["not_run"] = row is None and run.is_terminal and view["status"] == "pending"
     wait = open_waits([run.id]).get(run.id)
     return {
