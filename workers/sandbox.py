@@ -41,6 +41,10 @@ How it is built, and why (medians from ``python -m bench.sandbox`` on this 2-cor
 
 Steps may import what the zygote preloaded (``stepprocess.PRELOAD``) and anything else
 ``STEP_USER`` can read.
+
+Long: over the house's ~500 lines because the zygote's lifecycle, the timeout and kill paths
+and the message session share one lock and the child's state; apart, each would reach into
+the others' private fields.
 """
 
 from __future__ import annotations

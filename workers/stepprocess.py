@@ -9,6 +9,10 @@ unbounded address space (``STEP_MEMORY_MB``); then it serves ``step`` frames unt
 closes. ``ctx`` inside it reaches the engine only through that channel (``workers.channel``).
 
 Standard library and ``workers.runtime`` only.
+
+Long: over the house's ~500 lines because it is a program of its own (the zygote's loop, the
+step process's isolation and its half of the protocol) that may import nothing of the console;
+splitting it would mean more modules on the zygote's import path, which every step pays for.
 """
 
 from __future__ import annotations
