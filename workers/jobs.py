@@ -28,6 +28,7 @@ from console.extensions import db
 from console.links import Links, links_for
 from console.mail import normalise_recipients, send_recorded
 from console.models import Run, WorkflowVersion
+from console.stepkinds import executed_code
 from console.timeutil import utcnow
 
 from .app import get_app, get_sandbox, job_context
@@ -321,7 +322,7 @@ class Runner:
             execution = Execution(claim, name, runs, step_tasks, record, sent)
             call = StepCall(
                 name=name,
-                code=step["code"],
+                code=executed_code(step),
                 timeout=float(step["timeout"]),
                 input=run_input,
                 steps=results,
