@@ -257,8 +257,10 @@ class Context:
 
     def task(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``fn`` once per key per step per run; later calls return the recorded result."""
-        if not isinstance(key, str) or not key or len(key) > 255:
-            raise ValueError("ctx.task key must be a non-empty string of at most 255 characters")
+        if not isinstance(key, str) or not key or len(key) > 255 or "\x00" in key:
+            raise ValueError(
+                "ctx.task key must be a non-empty string of at most 255 characters, without NUL"
+            )
         if key in self.tasks:
             return copy.deepcopy(self.tasks[key])
         result = to_json(fn(*args, **kwargs), f"the result of task {key!r}")
@@ -269,8 +271,10 @@ class Context:
     def wait(self, key: str, seconds: Any) -> None:
         """A durable delay: the first call ends this execution; the step executes again from
         the top when the time is up, and then this call returns."""
-        if not isinstance(key, str) or not key or len(key) > 200:
-            raise ValueError("ctx.wait key must be a non-empty string of at most 200 characters")
+        if not isinstance(key, str) or not key or len(key) > 200 or "\x00" in key:
+            raise ValueError(
+                "ctx.wait key must be a non-empty string of at most 200 characters, without NUL"
+            )
         self._control_for("wait").wait(key, seconds_of(seconds, "ctx.wait seconds"))
 
     def send_email(self, to: Any, subject: str, text: str, html: str | None = None) -> None:

@@ -43,6 +43,7 @@ from ..models import (
     TaskResult,
     Waitpoint,
 )
+from ..text import storable
 from ..timeutil import UTCDateTime, utcnow
 from .start import schema_problems
 
@@ -216,7 +217,7 @@ def _begin_fenced(claim: Claim) -> tuple[Any, str] | None:
 
 
 def _log_rows(claim: Claim, logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [dict(line, run_id=claim.run_id) for line in logs]
+    return [dict(line, run_id=claim.run_id, message=storable(line["message"])) for line in logs]
 
 
 def _insert_logs(claim: Claim, logs: list[dict[str, Any]]) -> None:
@@ -277,7 +278,12 @@ def record_email(
         db.session.commit()
         return int(existing.id)
     message = OutboxMessage(
-        **key, recipients=recipients, subject=subject, text=text, html=html, status="sending"
+        **key,
+        recipients=[str(storable(r)) for r in recipients],
+        subject=storable(subject),
+        text=storable(text),
+        html=storable(html),
+        status="sending",
     )
     db.session.add(message)
     db.session.commit()
@@ -300,6 +306,9 @@ class StepOutcome:
     context: Any = None
     resume_data: Any = None
     timed_out: bool = False
+
+    def __post_init__(self) -> None:
+        self.error = storable(self.error)
 
     @property
     def duration_ms(self) -> int:
@@ -471,7 +480,7 @@ def finish_run(
 ) -> bool:
     """End the run as ``completed`` or ``failed``; remaining steps are marked skipped."""
     params = _lease_params(claim, utcnow())
-    params.update(b_status=status, b_output=output, b_error=error)
+    params.update(b_status=status, b_output=output, b_error=storable(error))
     conn = write_transaction()
     if conn.execute(_FINISH, params).scalar() is None:
         db.session.rollback()
