@@ -401,9 +401,11 @@ def test_tampered_tokens_are_unknown_and_tokens_are_bound(app, define, api, work
 
 def test_an_expired_wait_answers_410_and_then_times_out(app, define, api, work, client):
     define("approval", APPROVAL)
-    (run_id,) = suspended_runs(api, work, "approval", 1, timeout=1)
+    # Two seconds: with one, a loaded machine could reach the end of the wait before the
+    # drain saw the run suspended (starting the step process takes a moment).
+    (run_id,) = suspended_runs(api, work, "approval", 1, timeout=2)
     links = links_of(api, run_id)
-    time.sleep(1.2)  # the wait is over; no reconciler has looked at it yet
+    time.sleep(2.2)  # the wait is over; no reconciler has looked at it yet
 
     for path in (links["resume"], links["cancel"]):
         gone = client.post(path, json={"late": True})
