@@ -1116,12 +1116,12 @@ def test_the_answer_says_pending_even_when_a_worker_claims_the_run_at_once(
 ):
     """Workers no longer fork per job, so one may claim the resumed run between the link's
     write and its answer: the answer says what the link did (the run is pending)."""
-    from console import runs as domain
+    from console.runs import waits
 
     define("approval", APPROVAL)
     (run_id,) = suspended_runs(api, work, "approval", 1)
     links = links_of(api, run_id)
-    enqueue = domain.enqueue_run
+    enqueue = waits.enqueue_run
 
     def enqueue_and_claim(run: str) -> Any:
         job = enqueue(run)
@@ -1132,7 +1132,7 @@ def test_the_answer_says_pending_even_when_a_worker_claims_the_run_at_once(
             )
         return job
 
-    monkeypatch.setattr(domain, "enqueue_run", enqueue_and_claim)
+    monkeypatch.setattr(waits, "enqueue_run", enqueue_and_claim)
     done = client.post(links["resume"], json={"approved": True})
     assert done.json == {"run": run_id, "action": "resumed", "status": "pending"}
     assert status_of(run_id) == "running"

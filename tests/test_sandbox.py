@@ -722,7 +722,7 @@ def test_the_http_request_kind_works_in_a_step_process(sandbox):
         kind = KINDS["http"]
         url = f"http://127.0.0.1:{server.server_port}/hook"
         config = dict(kind.defaults(), url=url, method="POST", body='{"n": 1}')
-        end = execute(sandbox, kind.compile(config), name="call_api")
+        end = execute(sandbox, kind.code_for(config), name="call_api")
     finally:
         server.shutdown()
         server.server_close()
