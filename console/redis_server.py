@@ -48,6 +48,30 @@ def embedded_running(instance_path: str) -> bool:
     return _ping(socket_path(instance_path))
 
 
+def embedded_alive(instance_path: str) -> bool:
+    """Whether the embedded Redis answers, or its process is at least still there (busy, say,
+    loading its data): only a dead one may be started again over the same files."""
+    if embedded_running(instance_path):
+        return True
+    try:
+        pid = int((Path(instance_path) / "redis.pid").read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc: the signal test above is all there is
+        return True
+    # "pid (comm) state ...": a zombie is dead, and a reused pid is not Redis.
+    comm, _, rest = stat.partition("(")[2].rpartition(")")
+    return comm.startswith("redis") and rest.split()[0] not in ("Z", "X")
+
+
 def ensure_embedded(instance_path: str, timeout: float = 15.0) -> str:
     """Return the URL of the project's embedded Redis, starting the server if needed."""
     instance = make_instance_folder(Path(instance_path).resolve())

@@ -38,6 +38,7 @@ from .checkpoints import (
     claim_run,
     continue_after_boundary,
     finish_run,
+    hand_back_run,
     load_replay,
     output_error,
     record_email,
@@ -45,9 +46,12 @@ from .checkpoints import (
     record_step_completed,
     record_step_failed,
     record_task,
+    recovery_error,
     release_run,
     renew_lease,
     rerun_callback,
+    take_run,
+    too_many_recoveries,
 )
 from .start import (
     IDEMPOTENCY_WINDOW,
@@ -107,6 +111,7 @@ __all__ = [
     "get_run",
     "get_version",
     "get_workflow",
+    "hand_back_run",
     "id_bound",
     "input_problems",
     "load_replay",
@@ -123,6 +128,7 @@ __all__ = [
     "record_step_suspended",
     "record_step_waiting",
     "record_task",
+    "recovery_error",
     "release_run",
     "renew_lease",
     "rerun_callback",
@@ -131,4 +137,6 @@ __all__ = [
     "schema_problems",
     "settle_waits",
     "start_run",
+    "take_run",
+    "too_many_recoveries",
 ]
