@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .config import instance_socket, make_instance_folder
 
 SOCKET_NAME = "redis.sock"
+_NO_RETRY = Retry(NoBackoff(), 0)
 
 
 def private(path: str, flags: int) -> int:
@@ -39,7 +42,10 @@ def _ping(sock: Path) -> bool:
     if not sock.exists():
         return False
     try:
-        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
+        # No retries (redis-py retries with a backoff by default): a server that is down
+        # must be found so at once, to start it again.
+        client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1, retry=_NO_RETRY)
+        return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
 
