@@ -28,7 +28,6 @@ from console.extensions import db
 from console.links import Links, links_for
 from console.mail import normalise_recipients, send_recorded
 from console.models import Run, WorkflowVersion
-from console.queueing import enqueue_run
 from console.timeutil import utcnow
 
 from .app import get_app, get_sandbox, job_context
@@ -285,7 +284,6 @@ class Runner:
         results: dict[str, StepResult] = {}
         run_input = run.input or {}
         output: Any = None
-        recovering = claim.recoveries > 0  # the first step to execute is the one a worker died in
         db.session.commit()  # end the read transaction; nothing is held while steps execute
 
         for position, step in enumerate(steps):
@@ -311,10 +309,8 @@ class Runner:
                     if not held:
                         return None, False
             logger = StepLogger(name, attempts)
-            if recovering:
-                recovering = False
-                if domain.too_many_recoveries(claim):
-                    return self.poisoned(claim, step, position, row, attempts, logger), False
+            if domain.too_many_recoveries(claim):  # then this is the step the workers died in
+                return domain.fail_recovered_step(claim, name, position, attempts, row), False
             step_tasks = tasks.setdefault(name, {})
 
             def record(
@@ -430,11 +426,9 @@ class Runner:
         logger: StepLogger,
     ) -> tuple[str | None, bool]:
         """The step's process was killed from the engine: a cancel keeps the step as
-        canceled; a shutdown records nothing and gives the run back, queued again (the next
-        worker replays the step; no attempt lost, no recovery counted)."""
+        canceled; a shutdown gives the run back, queued again, recording nothing."""
         if end.killed_for != "canceled":
-            if domain.hand_back_run(claim):
-                enqueue_run(claim.run_id)
+            domain.hand_back_run(claim)
             return None, False
         outcome = domain.StepOutcome(
             name=step["name"],
@@ -447,37 +441,6 @@ class Runner:
         )
         kept = domain.record_step_canceled(claim, outcome, logger.drain())
         return ("canceled" if kept else None), False
-
-    def poisoned(
-        self,
-        claim: domain.Claim,
-        step: dict[str, Any],
-        position: int,
-        row: Any,
-        attempts: int,
-        logger: StepLogger,
-    ) -> str | None:
-        """Workers died while this step executed ``MAX_STEP_RECOVERIES`` times: the run fails
-        (no retry) rather than execute the step once more."""
-        error = domain.recovery_error(claim, step["name"])
-        logger.error(error)
-        now = utcnow()
-        outcome = domain.StepOutcome(
-            name=step["name"],
-            position=position,
-            status="failed",
-            started_at=now,
-            finished_at=now,
-            attempts=attempts,
-            error=error,
-            exists=row is not None,
-            runs=row.runs if row is not None else 1,
-            context=row.context if row is not None else None,
-        )
-        logs = logger.drain()
-        return kept_if_canceled(
-            domain.record_step_failed(claim, outcome, None, logs), claim, outcome, logs
-        )
 
     def fail_step(
         self,

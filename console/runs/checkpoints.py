@@ -43,6 +43,7 @@ from ..models import (
     TaskResult,
     Waitpoint,
 )
+from ..queueing import enqueue_run
 from ..timeutil import UTCDateTime, utcnow
 from .start import schema_problems
 
@@ -193,6 +194,30 @@ def too_many_recoveries(claim: Claim) -> bool:
 
 def recovery_error(claim: Claim, step: str) -> str:
     return f"the worker died {claim.recoveries} times while step {step} was executing"
+
+
+def fail_recovered_step(
+    claim: Claim, step: str, position: int, attempts: int, row: Any
+) -> str | None:
+    """``too_many_recoveries``: the step fails with ``recovery_error`` (in the attempt that
+    was executing, with no retry) and the run with it, instead of executing it once more.
+    ``row``: the step's checkpoint row, if it has one. Returns the run's status, or None."""
+    now = utcnow()
+    error = recovery_error(claim, step)
+    outcome = StepOutcome(
+        name=step,
+        position=position,
+        status="failed",
+        started_at=now,
+        finished_at=now,
+        attempts=attempts,
+        error=error,
+        exists=row is not None,
+        runs=row.runs if row is not None else 1,
+        context=row.context if row is not None else None,
+    )
+    log = {"step_name": step, "attempt": attempts, "level": "error", "message": error}
+    return record_step_failed(claim, outcome, None, [dict(log, fields=None, created_at=now)])
 
 
 def renew_lease(conn: Any, run_id: str, owner: str, seconds: float) -> bool:
@@ -474,24 +499,26 @@ def continue_after_boundary(claim: Claim, status: str) -> bool:
 
 def hand_back_run(claim: Claim) -> bool:
     """A shutdown cut the run's step short: give the run back as ``pending`` without a lease,
-    so the next claim is no takeover (neither a recovery nor a failed attempt is counted) and
-    any worker may take it at once. A paused run stays paused. False if the claim was lost."""
+    queued again, so the next claim is no takeover (neither a recovery nor a failed attempt
+    is counted) and any worker may take it at once. A paused run stays paused (and is not
+    queued). False if the claim was lost."""
     conn = write_transaction()
-    released = changed_rows(
-        conn.execute(
-            update(_R)
-            .where(*_FENCE_WHERE)
-            .values(
-                status=case((_R.c.status == "running", "pending"), else_=_R.c.status),
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=_NOW,
-            ),
-            _lease_params(claim, utcnow()),
+    status = conn.execute(
+        update(_R)
+        .where(*_FENCE_WHERE)
+        .values(
+            status=case((_R.c.status == "running", "pending"), else_=_R.c.status),
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=_NOW,
         )
-    )
+        .returning(_R.c.status),
+        _lease_params(claim, utcnow()),
+    ).scalar()
     db.session.commit()
-    return released == 1
+    if status == "pending":
+        enqueue_run(claim.run_id)
+    return status is not None
 
 
 def release_run(claim: Claim) -> str | None:
