@@ -279,3 +279,31 @@ def test_flask_up_restarts_its_redis_and_a_run_in_flight_completes(stack, backen
     run = stack.wait_status(run_id, "completed", 90)
     assert run["output"] == "went on", stack.output()
     assert "The embedded Redis stopped; starting it again." in stack.output()
+
+
+STUBBORN = """\
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = "import signal, time; signal.signal(15, signal.SIG_IGN); time.sleep(600)"
+subprocess.Popen([sys.executable, "-c", child])
+time.sleep(600)
+"""
+
+
+def test_the_supervisor_kills_what_ignores_its_sigterm_with_its_process_group():
+    boot = (
+        "import os, sys; from workers.supervisor import Supervisor; "
+        "Supervisor({'stubborn': [sys.executable, '-c', sys.argv[1]]}, dict(os.environ)).run()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", boot, STUBBORN], cwd=ROOT, start_new_session=True
+    )
+    try:
+        found = wait_for(lambda: len(descendants(proc.pid)) >= 2 and descendants(proc.pid), 30)
+        proc.send_signal(signal.SIGINT)
+        left = gone_within(found | {proc.pid}, STOP_WITHIN)
+        assert not left, left
+        assert proc.wait(1) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
