@@ -181,6 +181,9 @@ class Config:
         self.STEP_OUTPUT_MAX_BYTES = env_int("STEP_OUTPUT_MAX_BYTES", 4 * 1024 * 1024)
         self.STEP_LOG_MAX_BYTES = env_int("STEP_LOG_MAX_BYTES", 1024 * 1024)
         self.STEP_ENV_ALLOW = os.environ.get("STEP_ENV_ALLOW", "").strip()
+        # Workers that may die while one step executes (each death replays the step) before
+        # the run fails instead: a step that kills its worker every time must end.
+        self.MAX_STEP_RECOVERIES = env_int("MAX_STEP_RECOVERIES", 3)
         self.MAX_CONTENT_LENGTH = self.MAX_PAYLOAD_BYTES * 2
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

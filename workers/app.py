@@ -63,6 +63,7 @@ def set_app(app: Flask) -> None:
 
 _sandbox: Sandbox | None = None
 _sandbox_pid = os.getpid()
+_shutting_down = False
 
 
 def get_sandbox() -> Sandbox:
@@ -80,7 +81,18 @@ def get_sandbox() -> Sandbox:
         _sandbox = None
     if _sandbox is None:
         _sandbox, _sandbox_pid = Sandbox(limits), os.getpid()
+        if _shutting_down:
+            _sandbox.shut_down()
     return _sandbox
+
+
+def shut_down_sandbox() -> None:
+    """The worker was asked to stop (from its signal handler): the step executing now is
+    killed and no further step starts in this process."""
+    global _shutting_down
+    _shutting_down = True
+    if _sandbox is not None and _sandbox_pid == os.getpid():
+        _sandbox.shut_down()
 
 
 @atexit.register

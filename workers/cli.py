@@ -92,7 +92,7 @@ def up(host: str, worker_count: int) -> None:
     }
     for i in range(worker_count):
         commands[f"worker.{i + 1}"] = flask + ["worker"]
-    supervisor = Supervisor(commands, env)
+    supervisor = Supervisor(commands, env, redis=app.instance_path if owns_redis else None)
     click.echo(f"Workflow console: {app.config['BASE_URL']}")
     click.echo(login)
     if examples:

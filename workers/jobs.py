@@ -262,8 +262,7 @@ class Runner:
     def advance(self) -> str | None:
         status = None
         # Loop: a run resumed, or due again (a zero-delay retry), while we held it is ours.
-        while domain.claim_run(self.run_id, self.owner):
-            claim = domain.Claim(self.run_id, self.owner)
+        while (claim := domain.take_run(self.run_id, self.owner)) is not None:
             lease = float(current_app.config["RUN_LEASE_SECONDS"])
             sandbox = get_sandbox()
             try:
@@ -311,6 +310,8 @@ class Runner:
                     if not held:
                         return None, False
             logger = StepLogger(name, attempts)
+            if domain.too_many_recoveries(claim):  # then this is the step the workers died in
+                return domain.fail_recovered_step(claim, name, position, attempts, row), False
             step_tasks = tasks.setdefault(name, {})
 
             def record(
@@ -426,8 +427,9 @@ class Runner:
         logger: StepLogger,
     ) -> tuple[str | None, bool]:
         """The step's process was killed from the engine: a cancel keeps the step as
-        canceled; a shutdown records nothing (the run is picked up again, no attempt lost)."""
+        canceled; a shutdown gives the run back, queued again, recording nothing."""
         if end.killed_for != "canceled":
+            domain.hand_back_run(claim)
             return None, False
         outcome = domain.StepOutcome(
             name=step["name"],

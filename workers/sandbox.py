@@ -74,6 +74,7 @@ KEPT_ENV = ("PATH", "HOME", "LANG", "TZ", "BASE_URL")
 LOG_LEVELS = {"debug", "info", "warning", "error", "print"}
 LOG_FRAME_MAX = 2 * channel.MiB
 SOFT_GRACE = 0.5  # seconds a step has to end after its StepTimeout before it is killed
+_STOPPED = "the step was stopped: "
 
 
 class StepHandler(Protocol):
@@ -285,6 +286,7 @@ class Sandbox:
         self._parents_zygote: subprocess.Popen[bytes] | None = None
         self._running = False
         self._killed_for: str | None = None
+        self._shutting_down = False
 
     def __enter__(self) -> Sandbox:
         return self
@@ -491,6 +493,14 @@ class Sandbox:
             self._forget(child.pid)
             child.sock.close()
 
+    def shut_down(self) -> None:
+        """The engine is shutting down: kill the step in progress (it ends as ``killed`` for
+        "shutdown") and end every later execution that way at once, without starting it, so
+        that a run the engine is still advancing gives its next step back too."""
+        with self._lock:
+            self._shutting_down = True
+        self.kill("shutdown")
+
     def close(self) -> None:
         """Kill the step process and stop the zygote."""
         self.kill("shutdown")
@@ -525,6 +535,8 @@ class Sandbox:
         so that the engine writes them with its next record as it does today."""
         started = time.monotonic()
         with self._lock:
+            if self._shutting_down:
+                return StepEnd("killed", killed_for="shutdown", error=_STOPPED + "shutdown")
             self._killed_for = None
             self._running = True
         try:
@@ -611,7 +623,7 @@ class Sandbox:
     def _died(self, status: int | None, memory_mb: int) -> StepEnd:
         if self._killed_for is not None:
             reason = self._killed_for
-            return StepEnd("killed", killed_for=reason, error=f"the step was stopped: {reason}")
+            return StepEnd("killed", killed_for=reason, error=_STOPPED + reason)
         if status is None:
             return StepEnd("error", error="the step's process ended", ended="exited")
         if os.WIFSIGNALED(status):

@@ -11,14 +11,23 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.worker import WorkerStatus
 
-from .app import get_app, get_sandbox
+from .app import get_app, get_sandbox, shut_down_sandbox
 from .jobs import warm_up
 
 
 class InProcessWorker(SimpleWorker):
     """RQ's SimpleWorker that keeps its own and the job's heartbeats in Redis while a job
     executes, as RQ's forking worker does while it watches its work-horse: a run may take
-    longer than RQ's worker TTL (420 s), and the worker would then look dead to RQ."""
+    longer than RQ's worker TTL (420 s), and the worker would then look dead to RQ.
+
+    On SIGINT or SIGTERM, RQ's warm shutdown waits for the job in progress, which would wait
+    for a hanging step: the step's process is killed instead, and the run is given back
+    (``Runner.stopped``) for the next worker to replay, with no attempt or recovery counted.
+    """
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()
+        shut_down_sandbox()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)

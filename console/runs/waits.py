@@ -97,6 +97,7 @@ def _park(
             wake_at=wake_at,
             current_step=next_step,
             compute_ms=Run.compute_ms + outcome.duration_ms,
+            recoveries=0,
             lease_owner=None,
             lease_expires_at=None,
         )
@@ -124,6 +125,7 @@ def record_step_suspended(
             .values(
                 current_step=outcome.position + 1,
                 compute_ms=Run.compute_ms + outcome.duration_ms,
+                recoveries=0,
             )
         )
         db.session.commit()
