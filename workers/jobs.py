@@ -136,8 +136,7 @@ class Heartbeat:
         return status == "canceled"
 
 
-_B_ID = bindparam("b_id", type_=String())
-_RUN_STATUS = select(Run.status).where(Run.id == _B_ID)
+_RUN_STATUS = select(Run.status).where(Run.id == bindparam("b_id", type_=String()))
 
 
 @dataclass(frozen=True)
