@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from console.auth import create_user
 from console.definitions import save_workflow
@@ -70,9 +71,9 @@ def test_build_test_publish_run_and_approve(app, live, page):
     approval.wait_for()
     approval.get_by_label("Subject").fill("Welcome {{ input.name }}?")
     approval.get_by_label("Subject").press("Tab")
-    page.wait_for_function(
-        "document.querySelector('#gen-approval pre').textContent.includes('Welcome')"
-    )
+    # Playwright's own waits: a wait_for_function string needs eval, which the console's
+    # Content-Security-Policy refuses whenever the first check does not already pass.
+    expect(page.locator("#gen-approval pre")).to_contain_text("Welcome")
     saved(approval)
     page.locator("#step-approval .saved-note").wait_for()
 
@@ -194,10 +195,8 @@ def test_reorder_by_drag_and_keyboard_and_a_syntax_error_at_its_line(app, live, 
     page.locator("#step-s3 .move-down").focus()
     page.keyboard.press("Enter")
     live.until(lambda: order_of("ordered") == ["s1", "s3", "s2"], "the move to save")
-    page.wait_for_function(
-        "[...document.querySelectorAll('.step-card .card-title')].map(e => e.textContent)"
-        ".join() === 's1,s3,s2' && document.activeElement.matches('#step-s3 .move-down')"
-    )
+    expect(page.locator(".step-card .card-title")).to_have_text(["s1", "s3", "s2"])
+    expect(page.locator("#step-s3 .move-down")).to_be_focused()
     page.keyboard.press("Enter")
     live.until(lambda: order_of("ordered") == ["s1", "s2", "s3"], "the second move to save")
     page.reload()
