@@ -31,7 +31,11 @@ from .worker import ConsoleWorker, SimpleConsoleWorker, default_queues
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Quit when the queue is empty.")
-@click.option("--simple", is_flag=True, help="Skip the warm-up at start (for tests); jobs always execute in this process.")
+@click.option(
+    "--simple",
+    is_flag=True,
+    help="Skip the warm-up at start (for tests); jobs always execute in this process.",
+)
 @click.option("--name", default=None)
 @with_appcontext
 def worker(burst: bool, simple: bool, name: str | None) -> None:
