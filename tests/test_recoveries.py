@@ -6,9 +6,6 @@ records anything. Real worker processes killed with kill -9, on both databases.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -18,7 +15,7 @@ from console import runs as domain
 from console.extensions import db
 from console.models import Run, StepRun
 from console.timeutil import utcnow
-from tests.conftest import ROOT
+from tests.support import run_sql
 from tests.test_durability import Waiter, get_run, query, side_effects, start
 from tests.test_processes import flask
 
@@ -152,33 +149,8 @@ def test_the_count_is_taken_with_the_takeover_and_reset_by_the_step(app, define)
 
 def test_migration_0007_gives_existing_runs_no_recoveries(app_env):
     assert flask(app_env, "db", "upgrade", "0006").returncode == 0
-    sql = """
-import os, sys
-from sqlalchemy import create_engine, text
-from console.config import database_url
-engine = create_engine(database_url(os.environ["CONSOLE_INSTANCE_PATH"]))
-with engine.begin() as conn:
-    result = conn.execute(text(sys.argv[1]))
-    if result.returns_rows:
-        print([row[0] for row in result])
-"""
-
-    def run_sql(*statements: str) -> str:
-        out = ""
-        for statement in statements:
-            done = subprocess.run(
-                [sys.executable, "-c", sql, statement],
-                env=dict(os.environ, **app_env),
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert done.returncode == 0, done.stderr
-            out = done.stdout.strip()
-        return out
-
     run_sql(
+        app_env,
         "INSERT INTO workflows (id, name, title, description, created_at, updated_at, "
         "draft_revision, webhook_nonce) VALUES (1, 'old', '', '', '2026-01-01', '2026-01-01', "
         "0, 'n')",
@@ -191,6 +163,6 @@ with engine.begin() as conn:
     )
     upgraded = flask(app_env, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert run_sql("SELECT recoveries FROM runs") == "[0]"
+    assert run_sql(app_env, "SELECT recoveries FROM runs") == "[0]"
     downgraded = flask(app_env, "db", "downgrade", "0006")
     assert downgraded.returncode == 0, downgraded.stderr
