@@ -22,6 +22,7 @@ from console.extensions import db, write_transaction
 from console.models import Run, StepRun
 from console.timeutil import utcnow
 from workers.jobs import Runner
+from workers.sandbox import Sandbox
 
 from .harness import BenchEnv, Flow, linear_fit, log, median
 
@@ -218,8 +219,7 @@ def measure_breakdown(env: BenchEnv, steps: int, reps: int) -> dict[str, Any]:
     }
     per_step = {
         "record_step_completed (checkpoint txn)": (domain, "record_step_completed"),
-        "call_step (exec, run, to_json, stdout, SIGALRM)": (jobs, "call_step"),
-        "compile_step (cache lookup)": (jobs, "compile_step"),
+        "Sandbox.execute (the step in its step process)": (Sandbox, "execute"),
     }
     targets = {**per_run, **per_step}
     originals = {label: getattr(module, attr) for label, (module, attr) in targets.items()}
@@ -362,8 +362,9 @@ def measure_replay(env: BenchEnv, sizes: list[int], reps: int) -> dict[str, Any]
 
 
 def verify_nothing_executes(run_id: str) -> int:
-    """Replay once with ``call_step`` counted: a replay of a finished run executes nothing."""
-    original = jobs.call_step
+    """Replay once with the sandbox's executions counted: a replay of a finished run executes
+    nothing."""
+    original = Sandbox.execute
     count = 0
 
     def counting(*args: Any, **kwargs: Any) -> Any:
@@ -371,11 +372,11 @@ def verify_nothing_executes(run_id: str) -> int:
         count += 1
         return original(*args, **kwargs)
 
-    jobs.call_step = counting
+    Sandbox.execute = counting  # type: ignore[method-assign]
     try:
         time_replay(run_id)
     finally:
-        jobs.call_step = original
+        Sandbox.execute = original  # type: ignore[method-assign]
     return count
 
 

@@ -173,6 +173,17 @@ class Config:
         # "Test this step" jobs from the editor; every worker listens here after the run queue.
         self.TEST_QUEUE = os.environ.get("TEST_QUEUE", "tests")
         self.MAX_PAYLOAD_BYTES = env_int("MAX_PAYLOAD_BYTES", 1024 * 1024)
+        # The step sandbox (workers.sandbox.Limits reads these): whom step code runs as when
+        # the worker is root, its address-space cap, the largest output or task result, the
+        # log bytes kept per execution, and the environment variables it may see.
+        self.STEP_USER = os.environ.get("STEP_USER", "nobody").strip()
+        self.STEP_MEMORY_MB = env_int("STEP_MEMORY_MB", 1024)
+        self.STEP_OUTPUT_MAX_BYTES = env_int("STEP_OUTPUT_MAX_BYTES", 4 * 1024 * 1024)
+        self.STEP_LOG_MAX_BYTES = env_int("STEP_LOG_MAX_BYTES", 1024 * 1024)
+        self.STEP_ENV_ALLOW = os.environ.get("STEP_ENV_ALLOW", "").strip()
+        # Workers that may die while one step executes (each death replays the step) before
+        # the run fails instead: a step that kills its worker every time must end.
+        self.MAX_STEP_RECOVERIES = env_int("MAX_STEP_RECOVERIES", 3)
         self.MAX_CONTENT_LENGTH = self.MAX_PAYLOAD_BYTES * 2
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

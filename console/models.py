@@ -208,6 +208,9 @@ class Run(db.Model):  # type: ignore[name-defined]
     # time: steps completed before it were replayed from their checkpoints, not executed.
     replays: Mapped[int] = mapped_column(default=0)
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Takeovers since the current step last recorded anything: each is a worker that died
+    # while the step executed; past MAX_STEP_RECOVERIES the run fails instead of a new one.
+    recoveries: Mapped[int] = mapped_column(default=0, server_default="0")
 
     workflow: Mapped[Workflow] = relationship()
     version: Mapped[WorkflowVersion] = relationship()

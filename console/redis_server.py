@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .config import instance_socket, make_instance_folder
 
 SOCKET_NAME = "redis.sock"
+_NO_RETRY = Retry(NoBackoff(), 0)
 
 
 def private(path: str, flags: int) -> int:
@@ -39,13 +42,40 @@ def _ping(sock: Path) -> bool:
     if not sock.exists():
         return False
     try:
-        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
+        # No retries (redis-py retries with a backoff by default): a server that is down
+        # must be found so at once, to start it again.
+        client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1, retry=_NO_RETRY)
+        return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
 
 
 def embedded_running(instance_path: str) -> bool:
     return _ping(socket_path(instance_path))
+
+
+def embedded_alive(instance_path: str) -> bool:
+    """Whether the embedded Redis answers, or its process is at least still there (busy, say,
+    loading its data): only a dead one may be started again over the same files."""
+    if embedded_running(instance_path):
+        return True
+    try:
+        pid = int((Path(instance_path) / "redis.pid").read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc: the signal test above is all there is
+        return True
+    # "pid (comm) state ...": a zombie is dead, and a reused pid is not Redis.
+    comm, _, rest = stat.partition("(")[2].rpartition(")")
+    return comm.startswith("redis") and rest.split()[0] not in ("Z", "X")
 
 
 def ensure_embedded(instance_path: str, timeout: float = 15.0) -> str:

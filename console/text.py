@@ -15,6 +15,13 @@ NUL = "\x00"
 NUL_MESSAGE = "must not contain the NUL character"
 
 
+def storable(text: str | None) -> str | None:
+    """Text as a text column of either database keeps it: a NUL that a step printed, raised
+    or emailed is kept as the four characters ``\\x00`` (PostgreSQL refuses NUL in text,
+    and a run whose checkpoint cannot be written would be replayed for ever)."""
+    return text.replace(NUL, "\\x00") if text and NUL in text else text
+
+
 def text_problem(value: str, max_chars: int) -> str | None:
     """Why ``value`` cannot be stored in a field of ``max_chars`` characters, or None."""
     if len(value) > max_chars:

@@ -62,6 +62,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A fresh folder that step code can write too: steps run as ``STEP_USER`` (``nobody``)
+    when the tests run as root, and pytest's own temporary tree is private to root. What must
+    stay private in it (the instance folder) is made so."""
+    folder = Path(tempfile.mkdtemp(prefix="console-test-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -100,7 +111,7 @@ def app_env(
 ) -> dict[str, str]:
     """The environment the app and its worker processes share."""
     instance = tmp_path / "instance"
-    instance.mkdir()
+    instance.mkdir(mode=0o700)  # as the console makes a new one: steps cannot read it
     if backend == "postgres":
         server = request.getfixturevalue("pg")
         url = server.create_database(f"t_{uuid.uuid4().hex[:12]}")

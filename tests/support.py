@@ -52,3 +52,39 @@ def details_by_path(response: Any) -> dict[str, str]:
         if not detail["message"]:
             raise AssertionError(f"empty message: {detail}")
     return {d["path"]: d["message"] for d in details}
+
+
+# A statement run by another process on the app's database, for migration tests (the test
+# process's own engine has the models' schema, not the one of an older migration).
+SQL_SCRIPT = """
+import os, sys
+from sqlalchemy import create_engine, text
+from console.config import database_url
+engine = create_engine(database_url(os.environ["CONSOLE_INSTANCE_PATH"]))
+with engine.begin() as conn:
+    result = conn.execute(text(sys.argv[1]))
+    if result.returns_rows:
+        print([row[0] for row in result])
+"""
+
+
+def run_sql(app_env: dict[str, str], *statements: str) -> str:
+    """Run each statement in its own process and transaction; the last one's rows, printed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = ""
+    for statement in statements:
+        done = subprocess.run(
+            [sys.executable, "-c", SQL_SCRIPT, statement],
+            env=dict(os.environ, **app_env),
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        out = done.stdout.strip()
+    return out

@@ -327,6 +327,39 @@ def test_a_nul_inside_a_runs_json_input_is_kept(app, api, define, work):
     assert run["status"] == "completed" and run["output"] == {"text": "a\x00b"}
 
 
+def test_a_nul_that_a_step_prints_logs_raises_or_emails_never_sticks_its_run(
+    app, api, define, work
+):
+    """PostgreSQL refuses NUL in text columns: a checkpoint holding one could not be written
+    and the run was replayed for ever. Log lines, errors and emails keep it as ``\\x00``; a
+    task key with NUL is refused like any bad key."""
+    define(
+        "noisy",
+        [
+            (
+                "talk",
+                "def run(ctx):\n"
+                "    print('a\\x00b')\n"
+                "    ctx.logger.info('c\\x00d', where='e\\x00f')\n"
+                "    ctx.send_email('x@example.com', 'sub\\x00ject', 'te\\x00xt')\n"
+                "    return 'g\\x00h'",
+            ),
+            ("fail", "def run(ctx):\n    raise ValueError('bad\\x00news')"),
+        ],
+    )
+    define("keys", [("key", "def run(ctx):\n    return ctx.task('a\\x00b', lambda: 1)")])
+    noisy, keys = start(api, "noisy"), start(api, "keys")
+    work()
+    run = api.get(f"/api/runs/{noisy}").json
+    assert run["status"] == "failed", run
+    assert run["steps"][0]["output"] == "g\x00h"  # JSON keeps it as it was
+    assert "bad\\x00news" in run["error"] and "\x00" not in run["error"]
+    logs = [line["message"] for line in api.get(f"/api/runs/{noisy}/logs").json["data"]]
+    assert "a\\x00b" in logs and "c\\x00d" in logs
+    refused = api.get(f"/api/runs/{keys}").json
+    assert refused["status"] == "failed" and "without NUL" in refused["error"]
+
+
 def test_nan_in_the_tasks_pages_json_payload_is_a_form_error(app, client, api, suspended):
     run_id, _ = suspended
     create_user("op@example.com", "operator", "s3cret-pass")

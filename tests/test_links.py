@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from flask import Flask
 from rq import Queue
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from console.extensions import db
 from console.models import OutboxMessage, Run, StepRun, Waitpoint
@@ -401,9 +401,11 @@ def test_tampered_tokens_are_unknown_and_tokens_are_bound(app, define, api, work
 
 def test_an_expired_wait_answers_410_and_then_times_out(app, define, api, work, client):
     define("approval", APPROVAL)
-    (run_id,) = suspended_runs(api, work, "approval", 1, timeout=1)
+    # Two seconds: with one, a loaded machine could reach the end of the wait before the
+    # drain saw the run suspended (starting the step process takes a moment).
+    (run_id,) = suspended_runs(api, work, "approval", 1, timeout=2)
     links = links_of(api, run_id)
-    time.sleep(1.2)  # the wait is over; no reconciler has looked at it yet
+    time.sleep(2.2)  # the wait is over; no reconciler has looked at it yet
 
     for path in (links["resume"], links["cancel"]):
         gone = client.post(path, json={"late": True})
@@ -1034,6 +1036,7 @@ def test_rerun_links_used_while_the_step_executes(app, define, api, client, proc
     # (the delay is 30 s) and is that rerun's callback_request.
     early = tmp_path / "early"
     early.mkdir()
+    early.chmod(0o777)  # the step, running as STEP_USER, writes here
     run_id = start(api, "poll", dir=str(early), delay=30)
     wait((early / "url1").exists, "the first execution to hand out its links")
     link = path_of((early / "url1").read_text())
@@ -1056,6 +1059,7 @@ def test_rerun_links_used_while_the_step_executes(app, define, api, client, proc
     # The timer came first: once the rerun executes, the previous execution's link is over.
     late = tmp_path / "late"
     late.mkdir()
+    late.chmod(0o777)
     run_id = start(api, "poll", dir=str(late), delay=0.2)
     wait((late / "url1").exists, "the first execution to hand out its links")
     (late / "release1").touch()
@@ -1105,3 +1109,30 @@ def test_after_a_secret_key_rotation_links_keep_working(
         "completed",
     ]
     assert show(api, run_b)["output"]["data"] == {"by": "console"}
+
+
+def test_the_answer_says_pending_even_when_a_worker_claims_the_run_at_once(
+    app, define, api, work, client, monkeypatch
+):
+    """Workers no longer fork per job, so one may claim the resumed run between the link's
+    write and its answer: the answer says what the link did (the run is pending)."""
+    from console.runs import waits
+
+    define("approval", APPROVAL)
+    (run_id,) = suspended_runs(api, work, "approval", 1)
+    links = links_of(api, run_id)
+    enqueue = waits.enqueue_run
+
+    def enqueue_and_claim(run: str) -> Any:
+        job = enqueue(run)
+        # What a waiting worker does at once, on a connection of its own.
+        with db.engine.begin() as conn:
+            conn.execute(
+                update(Run).where(Run.id == run).values(status="running", lease_owner="quick")
+            )
+        return job
+
+    monkeypatch.setattr(waits, "enqueue_run", enqueue_and_claim)
+    done = client.post(links["resume"], json={"approved": True})
+    assert done.json == {"run": run_id, "action": "resumed", "status": "pending"}
+    assert status_of(run_id) == "running"

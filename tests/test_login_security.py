@@ -5,10 +5,7 @@ limited per client address."""
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -20,8 +17,7 @@ from console import create_app
 from console.auth import create_user, set_active
 from console.extensions import db
 from console.models import User
-from tests.conftest import ROOT
-from tests.support import csrf_token, log_in
+from tests.support import csrf_token, log_in, run_sql
 from tests.test_processes import flask
 
 PASSWORD = "correct-horse"
@@ -211,36 +207,14 @@ def test_a_session_id_without_a_version_is_refused(app, client):
 
 def test_migration_0006_gives_existing_users_session_version_0(app_env):
     assert flask(app_env, "db", "upgrade", "0005").returncode == 0
-    sql = """
-import os, sys
-from sqlalchemy import create_engine, text
-from console.config import database_url
-engine = create_engine(database_url(os.environ["CONSOLE_INSTANCE_PATH"]))
-with engine.begin() as conn:
-    result = conn.execute(text(sys.argv[1]))
-    if result.returns_rows:
-        print([row[0] for row in result])
-"""
-
-    def run_sql(statement: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", sql, statement],
-            env=dict(os.environ, **app_env),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
     run_sql(
+        app_env,
         "INSERT INTO users (email, password_hash, role, active, created_at) "
-        "VALUES ('old@example.com', 'x', 'viewer', true, '2026-01-01')"
+        "VALUES ('old@example.com', 'x', 'viewer', true, '2026-01-01')",
     )
     upgraded = flask(app_env, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert run_sql("SELECT session_version FROM users") == "[0]"
+    assert run_sql(app_env, "SELECT session_version FROM users") == "[0]"
     downgraded = flask(app_env, "db", "downgrade", "0005")
     assert downgraded.returncode == 0, downgraded.stderr
 

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, Processes, wait_for
+from tests.support import run_sql
 
 
 def flask(env, *args, timeout=120):
@@ -39,37 +40,15 @@ def test_migrations_build_the_models_schema(app_env):
 
 def test_migration_0004_gives_existing_workflows_a_webhook_nonce(app_env):
     assert flask(app_env, "db", "upgrade", "0003").returncode == 0
-    sql = """
-import os, sys
-from sqlalchemy import create_engine, text
-from console.config import database_url
-engine = create_engine(database_url(os.environ["CONSOLE_INSTANCE_PATH"]))
-with engine.begin() as conn:
-    result = conn.execute(text(sys.argv[1]))
-    if result.returns_rows:
-        print([row[0] for row in result])
-"""
-
-    def run_sql(statement: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", sql, statement],
-            env=dict(os.environ, **app_env),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
     for name in ("old_one", "old_two"):
         run_sql(
+            app_env,
             "INSERT INTO workflows (name, title, description, created_at, updated_at, "
-            f"draft_revision) VALUES ('{name}', '', '', '2026-01-01', '2026-01-01', 0)"
+            f"draft_revision) VALUES ('{name}', '', '', '2026-01-01', '2026-01-01', 0)",
         )
-    assert run_sql("SELECT webhook_nonce FROM workflows") == "[None, None]"
+    assert run_sql(app_env, "SELECT webhook_nonce FROM workflows") == "[None, None]"
     assert flask(app_env, "db", "upgrade").returncode == 0
-    nonces = run_sql("SELECT webhook_nonce FROM workflows ORDER BY name")
+    nonces = run_sql(app_env, "SELECT webhook_nonce FROM workflows ORDER BY name")
     assert re.fullmatch(r"\['[0-9a-f]{32}', '[0-9a-f]{32}'\]", nonces), nonces
     assert len(set(nonces.split(","))) == 2  # each its own
 

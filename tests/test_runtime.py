@@ -274,18 +274,44 @@ def test_system_exit_in_a_step_fails_the_run_not_the_worker(app, define, work, a
     assert "SystemExit" in detail(api, run_id)["error"]
 
 
+def held_step(folder, output):
+    """A step that signals it executes (``folder/started``) and waits for ``folder/go``."""
+    started, go = folder / "started", folder / "go"
+    return (
+        "import os, time\n"
+        f"def run(ctx):\n    open({str(started)!r}, 'w').close()\n"
+        f"    while not os.path.exists({str(go)!r}):\n        time.sleep(0.02)\n"
+        f"    return {output!r}"
+    )
+
+
+def while_held(app, folder, run_id, *actions):
+    """Apply ``actions`` to the run while its held step executes, as an operator would (step
+    code cannot reach the console), then let the step go on."""
+
+    def operate() -> None:
+        deadline = time.monotonic() + 30
+        while not (folder / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with app.app_context():
+            for action in actions:
+                action(run_id)
+            db.session.remove()
+        (folder / "go").touch()
+
+    thread = threading.Thread(target=operate)
+    thread.start()
+    return thread
+
+
 def test_pause_takes_effect_at_the_next_step_boundary(app, define, work, api, tmp_path):
     side = tmp_path / "side.txt"
-    # The first step pauses its own run through the domain, as an operator would while it
-    # executes: it finishes, and the second step does not start until resume.
+    # The run is paused while its first step executes: that step finishes, and the second
+    # step does not start until resume.
     wf = define(
         "pausable",
         [
-            (
-                "first",
-                "from console.runs import pause_run\n"
-                "def run(ctx):\n    pause_run(ctx.run.id)\n    return 'first done'",
-            ),
+            ("first", held_step(tmp_path, "first done")),
             (
                 "second",
                 f"def run(ctx):\n    with open({str(side)!r}, 'a') as f:\n"
@@ -294,7 +320,9 @@ def test_pause_takes_effect_at_the_next_step_boundary(app, define, work, api, tm
         ],
     )
     run_id = start(wf)
+    operator = while_held(app, tmp_path, run_id, domain.pause_run)
     work(until=lambda: run_status(run_id) == "paused")
+    operator.join()
     run = detail(api, run_id)
     assert run["status"] == "paused"
     assert [s["status"] for s in run["steps"]] == ["completed", "pending"]
@@ -308,21 +336,18 @@ def test_pause_takes_effect_at_the_next_step_boundary(app, define, work, api, tm
     assert side.read_text() == "2"
 
 
-def test_pause_then_resume_during_a_step_keeps_going(app, define, work, api):
+def test_pause_then_resume_during_a_step_keeps_going(app, define, work, api, tmp_path):
     wf = define(
         "blip",
         [
-            (
-                "first",
-                "from console.runs import pause_run, resume_run\n"
-                "def run(ctx):\n    pause_run(ctx.run.id)\n    resume_run(ctx.run.id)\n"
-                "    return 1",
-            ),
+            ("first", held_step(tmp_path, 1)),
             ("second", "def run(ctx):\n    return 2"),
         ],
     )
     run_id = start(wf)
+    operator = while_held(app, tmp_path, run_id, domain.pause_run, domain.resume_run)
     work()
+    operator.join()
     run = detail(api, run_id)
     assert run["status"] == "completed" and run["output"] == 2
     assert [s["attempts"] for s in run["steps"]] == [1, 1]

@@ -339,6 +339,26 @@ def test_failing_snippet_and_bad_input_are_failed_fires(define, client):
     )
 
 
+def test_a_snippet_executes_in_the_step_sandbox(define, app):
+    """An input(now) snippet is an editor's code like a step's: it sees none of the console's
+    settings and, when the worker runs as root, runs as STEP_USER."""
+    import os
+    import pwd
+
+    snippet = (
+        "import os\n"
+        "def input(now):\n"
+        "    raise RuntimeError(f'key={os.environ.get(\"SECRET_KEY\")} uid={os.getuid()}')\n"
+    )
+    schedule = make(define, input=snippet)
+    failed = fire_now(schedule.id, utc(2026, 1, 1, 5))
+    assert failed.status == "failed"
+    assert "key=None" in failed.error and app.config["SECRET_KEY"] not in failed.error
+    if os.getuid() == 0:
+        assert f"uid={pwd.getpwnam('nobody').pw_uid}" in failed.error
+    assert 'File "<schedule hourly>", line 3, in input' in failed.error
+
+
 def test_a_snippet_that_hangs_is_a_failed_fire(define, monkeypatch):
     monkeypatch.setattr(registry, "INPUT_TIMEOUT", 0.3)
     schedule = make(define, input="def input(now):\n    while True:\n        pass\n")

@@ -616,6 +616,41 @@ def test_a_url_from_the_input_must_be_http_or_https(app, define, api, work, http
     assert show(api, run_id)["output"]["json"] == {"here": True}  # http redirects still work
 
 
+def test_versions_published_before_a_kind_fix_run_the_fixed_code(app, define, api, work) -> None:
+    """A built-in step executes the code this console generates from its config, not the
+    copy stored when the version was published: a version whose stored code predates the
+    http-only check (simulated by putting urlopen back into it) is protected too."""
+    from sqlalchemy import select, update
+
+    from console.extensions import db
+    from console.models import WorkflowVersion
+
+    workflow = define(
+        "old", [kind_step("get", "http", url="{{ input.url }}", expected_status="any")]
+    )
+    version = db.session.scalar(
+        select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow.id)
+    )
+    definition = json.loads(json.dumps(version.definition))
+    old_code = definition["steps"][0]["code"].replace(
+        "with open_url(request, timeout) as response:",
+        "with urllib.request.urlopen(request, timeout=timeout) as response:",
+    )
+    assert old_code != definition["steps"][0]["code"]
+    definition["steps"][0]["code"] = old_code
+    db.session.execute(
+        update(WorkflowVersion)
+        .where(WorkflowVersion.id == version.id)
+        .values(definition=definition)
+    )
+    db.session.commit()
+    run_id = start(api, "old", url="file:///proc/self/environ")
+    work()
+    run = show(api, run_id)
+    assert run["status"] == "failed", run
+    assert "only http and https URLs are allowed: file:///proc/self/environ" in run["error"]
+
+
 def test_delay_sleeps_durably_then_continues(app, define, api, work) -> None:
     define(
         "later",

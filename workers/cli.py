@@ -31,7 +31,11 @@ from .worker import ConsoleWorker, SimpleConsoleWorker, default_queues
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Quit when the queue is empty.")
-@click.option("--simple", is_flag=True, help="Execute jobs in this process (no fork).")
+@click.option(
+    "--simple",
+    is_flag=True,
+    help="Skip the warm-up at start (for tests); jobs always execute in this process.",
+)
 @click.option("--name", default=None)
 @with_appcontext
 def worker(burst: bool, simple: bool, name: str | None) -> None:
@@ -92,7 +96,7 @@ def up(host: str, worker_count: int) -> None:
     }
     for i in range(worker_count):
         commands[f"worker.{i + 1}"] = flask + ["worker"]
-    supervisor = Supervisor(commands, env)
+    supervisor = Supervisor(commands, env, redis=app.instance_path if owns_redis else None)
     click.echo(f"Workflow console: {app.config['BASE_URL']}")
     click.echo(login)
     if examples:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.engine import Engine
 
 from console import runs as domain
@@ -28,23 +28,12 @@ from console.extensions import db
 from console.links import Links, links_for
 from console.mail import normalise_recipients, send_recorded
 from console.models import Run, WorkflowVersion
+from console.stepkinds import executed_code
 from console.timeutil import utcnow
 
-from .app import get_app, job_context
-from .runtime import (
-    ClaimLost,
-    Context,
-    Flow,
-    FlowExit,
-    RunInfo,
-    StepLogger,
-    StepResult,
-    Steps,
-    WaitRequested,
-    call_step,
-    compile_step,
-    step_traceback,
-)
+from .app import get_app, get_sandbox, job_context
+from .runtime import ClaimLost, RunInfo, StepLogger, StepResult, WaitRequested
+from .sandbox import ControlHandler, Sandbox, StepCall, StepEnd
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +72,22 @@ def new_owner() -> str:
 
 
 class Heartbeat:
-    """Renews the run's lease on its own connection while a step executes.
+    """Renews the run's lease on its own connection while a step executes, and stops the
+    step when its run is canceled meanwhile.
 
     Renewal stops at the step's deadline plus a grace period, so a step stuck where its
     timeout cannot interrupt it lets the lease lapse and the reconciler hand the run on.
+    While a step executes, the run's status is also read every ``CANCEL_POLL`` seconds (the
+    lease may be renewed far less often): a cancel kills the step's process.
     """
 
-    def __init__(self, engine: Engine, claim: domain.Claim, lease: float) -> None:
+    CANCEL_POLL = 0.5
+
+    def __init__(self, engine: Engine, claim: domain.Claim, lease: float, sandbox: Sandbox) -> None:
         self.engine = engine
         self.claim = claim
         self.lease = lease
+        self.sandbox = sandbox
         self.deadline: float | None = None
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
@@ -107,16 +102,41 @@ class Heartbeat:
 
     def _beat(self) -> None:
         interval = max(self.lease / 3, 0.2)
-        while not self.stopped.wait(interval):
-            if self.deadline is not None and time.monotonic() > self.deadline:
+        next_renewal = time.monotonic() + interval
+        while not self.stopped.wait(min(interval, self.CANCEL_POLL)):
+            deadline = self.deadline
+            if deadline is None:
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + interval
+                    self._renew()
                 continue
-            try:
-                with self.engine.connect() as conn:
-                    conn.execution_options(sqlite_immediate=True)
-                    with conn.begin():
-                        domain.renew_lease(conn, self.claim.run_id, self.claim.owner, self.lease)
-            except Exception:  # a missed beat is survivable; the next one retries
-                log.exception("lease renewal failed for run %s", self.claim.run_id)
+            if self._canceled():
+                self.sandbox.kill("canceled")
+            if time.monotonic() >= next_renewal and time.monotonic() <= deadline:
+                next_renewal = time.monotonic() + interval
+                self._renew()
+
+    def _renew(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(sqlite_immediate=True)
+                with conn.begin():
+                    domain.renew_lease(conn, self.claim.run_id, self.claim.owner, self.lease)
+        except Exception:  # a missed beat is survivable; the next one retries
+            log.exception("lease renewal failed for run %s", self.claim.run_id)
+
+    def _canceled(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                status = conn.execute(_RUN_STATUS, {"b_id": self.claim.run_id}).scalar()
+                conn.rollback()
+        except Exception:  # read again at the next poll
+            log.exception("reading the status of run %s failed", self.claim.run_id)
+            return False
+        return status == "canceled"
+
+
+_RUN_STATUS = select(Run.status).where(Run.id == bindparam("b_id", type_=String()))
 
 
 @dataclass(frozen=True)
@@ -241,11 +261,14 @@ class Runner:
     def advance(self) -> str | None:
         status = None
         # Loop: a run resumed, or due again (a zero-delay retry), while we held it is ours.
-        while domain.claim_run(self.run_id, self.owner):
-            claim = domain.Claim(self.run_id, self.owner)
+        while (claim := domain.take_run(self.run_id, self.owner)) is not None:
             lease = float(current_app.config["RUN_LEASE_SECONDS"])
-            with Heartbeat(db.engine, claim, lease) as heartbeat:
-                status, again = self.drive(claim, heartbeat)
+            sandbox = get_sandbox()
+            try:
+                with Heartbeat(db.engine, claim, lease, sandbox) as heartbeat:
+                    status, again = self.drive(claim, heartbeat)
+            finally:
+                sandbox.end_run()  # the run's step process goes with its job
             if not again:
                 break
         return status
@@ -286,6 +309,8 @@ class Runner:
                     if not held:
                         return None, False
             logger = StepLogger(name, attempts)
+            if domain.too_many_recoveries(claim):  # then this is the step the workers died in
+                return domain.fail_recovered_step(claim, name, position, attempts, row), False
             step_tasks = tasks.setdefault(name, {})
 
             def record(
@@ -295,9 +320,12 @@ class Runner:
                     raise ClaimLost()
 
             execution = Execution(claim, name, runs, step_tasks, record, sent)
-            ctx = Context(
+            call = StepCall(
+                name=name,
+                code=executed_code(step),
+                timeout=float(step["timeout"]),
                 input=run_input,
-                steps=Steps(results),
+                steps=results,
                 run=RunInfo(
                     id=run.id,
                     runs=runs,
@@ -305,34 +333,36 @@ class Runner:
                     context=context,
                     callback_request=callback,
                 ),
-                logger=logger,
                 workflow=definition["name"],
                 version=version.label,
-                step_name=name,
+                process_key=run.id,
                 tasks=step_tasks,
-                record_task=record,
-                flow=Flow(execution),
             )
             started = utcnow()
             heartbeat.deadline = time.monotonic() + float(step["timeout"]) + heartbeat.lease
-            exited, wait_until = False, None
             try:
-                code = compile_step(name, step["code"])
-                output = call_step(code, ctx, float(step["timeout"]))
-            except FlowExit as stop:
-                exited, output = True, None
-                if stop.reason is not None:
-                    logger.info(f"run exited: {stop.reason}")
-            except WaitRequested as wait:
-                wait_until, output = wait.until, None
+                end = heartbeat.sandbox.execute(
+                    call, ControlHandler(execution, step_tasks, record), logger
+                )
             except ClaimLost:
                 return None, False
-            except (Exception, SystemExit) as exc:
-                return self.fail_step(
-                    claim, step, position, row, attempts, started, exc, logger, runs, context
-                ), True
             finally:
                 heartbeat.deadline = None
+            exited, wait_until, output = False, None, None
+            if end.kind == "ok":
+                output = end.output
+            elif end.kind == "exit":
+                exited = True
+                if end.exit_reason is not None:
+                    logger.info(f"run exited: {end.exit_reason}")
+            elif end.kind == "wait":
+                wait_until = end.wait_until
+            elif end.kind == "killed":
+                return self.stopped(claim, step, position, row, attempts, started, end, logger)
+            else:
+                return self.fail_step(
+                    claim, step, position, row, attempts, started, end, logger, runs, context
+                ), True
             outcome = domain.StepOutcome(
                 name=name,
                 position=position,
@@ -384,6 +414,34 @@ class Runner:
         status = db.session.scalar(select(Run.status).where(Run.id == claim.run_id))
         return status, status == "pending"
 
+    def stopped(
+        self,
+        claim: domain.Claim,
+        step: dict[str, Any],
+        position: int,
+        row: Any,
+        attempts: int,
+        started: Any,
+        end: StepEnd,
+        logger: StepLogger,
+    ) -> tuple[str | None, bool]:
+        """The step's process was killed from the engine: a cancel keeps the step as
+        canceled; a shutdown gives the run back, queued again, recording nothing."""
+        if end.killed_for != "canceled":
+            domain.hand_back_run(claim)
+            return None, False
+        outcome = domain.StepOutcome(
+            name=step["name"],
+            position=position,
+            status="canceled",
+            started_at=started,
+            finished_at=utcnow(),
+            attempts=attempts,
+            exists=row is not None,
+        )
+        kept = domain.record_step_canceled(claim, outcome, logger.drain())
+        return ("canceled" if kept else None), False
+
     def fail_step(
         self,
         claim: domain.Claim,
@@ -392,20 +450,22 @@ class Runner:
         row: Any,
         attempts: int,
         started: Any,
-        exc: BaseException,
+        end: StepEnd,
         logger: StepLogger,
         runs: int = 1,
         context: Any = None,
     ) -> str | None:
+        """Record a failed attempt: ``end`` says how (the step's traceback, or how its
+        process ended); a retry is due when the step has retries left."""
         finished = utcnow()
-        error = step_traceback(exc)
+        error = end.error or "the step failed"
         retry_at = None
         if attempts <= int(step["retries"]):
             delay = float(step["retry_delay"]) * 2 ** (attempts - 1)
             retry_at = finished + timedelta(seconds=delay)
             logger.warning(
                 f"attempt {attempts} failed; retrying in {delay:g} s",
-                error=f"{type(exc).__name__}: {exc}",
+                error=end.summary or error.splitlines()[0],
             )
         outcome = domain.StepOutcome(
             name=step["name"],

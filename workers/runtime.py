@@ -16,11 +16,15 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import CodeType, MappingProxyType
 from typing import Any, Protocol
 
-from console.timeutil import utcnow
+
+def utcnow() -> datetime:
+    # Not console.timeutil's: the step process imports this module and must not import the
+    # console package (Flask, SQLAlchemy) before it executes step code.
+    return datetime.now(UTC)
 
 
 class StepTimeout(Exception):
@@ -253,8 +257,10 @@ class Context:
 
     def task(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``fn`` once per key per step per run; later calls return the recorded result."""
-        if not isinstance(key, str) or not key or len(key) > 255:
-            raise ValueError("ctx.task key must be a non-empty string of at most 255 characters")
+        if not isinstance(key, str) or not key or len(key) > 255 or "\x00" in key:
+            raise ValueError(
+                "ctx.task key must be a non-empty string of at most 255 characters, without NUL"
+            )
         if key in self.tasks:
             return copy.deepcopy(self.tasks[key])
         result = to_json(fn(*args, **kwargs), f"the result of task {key!r}")
@@ -265,8 +271,10 @@ class Context:
     def wait(self, key: str, seconds: Any) -> None:
         """A durable delay: the first call ends this execution; the step executes again from
         the top when the time is up, and then this call returns."""
-        if not isinstance(key, str) or not key or len(key) > 200:
-            raise ValueError("ctx.wait key must be a non-empty string of at most 200 characters")
+        if not isinstance(key, str) or not key or len(key) > 200 or "\x00" in key:
+            raise ValueError(
+                "ctx.wait key must be a non-empty string of at most 200 characters, without NUL"
+            )
         self._control_for("wait").wait(key, seconds_of(seconds, "ctx.wait seconds"))
 
     def send_email(self, to: Any, subject: str, text: str, html: str | None = None) -> None:
@@ -297,15 +305,21 @@ def compile_step(name: str, code: str) -> CodeType:
 
 
 @contextlib.contextmanager
-def step_deadline(seconds: float) -> Iterator[None]:
-    """Raise StepTimeout in the step after ``seconds``. Needs the main thread (SIGALRM);
-    elsewhere the lease, which stops being renewed past the deadline, bounds the step."""
-    if threading.current_thread() is not threading.main_thread():
+def step_deadline(seconds: float, expired: list[bool] | None = None) -> Iterator[None]:
+    """Raise StepTimeout in the step after ``seconds`` (appending to ``expired``). Needs the
+    main thread (SIGALRM); elsewhere the lease, which stops being renewed past the deadline,
+    bounds the step."""
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
         yield
         return
 
     def _expired(signum: int, frame: Any) -> None:
-        raise StepTimeout(f"the step took longer than its timeout of {seconds:g} s")
+        if expired is not None:
+            expired.append(True)
+        raise StepTimeout(
+            f"the step timed out after {seconds:g} s: it took longer than its timeout "
+            f"of {seconds:g} s"
+        )
 
     previous = signal.signal(signal.SIGALRM, _expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,8 +29,9 @@ from console.models import Schedule
 from console.queueing import get_redis
 from console.timeutil import utcnow
 
-from .app import job_context
-from .runtime import StepTimeout, step_deadline, to_json
+from .app import get_sandbox, job_context
+from .runtime import RunInfo, StepLogger
+from .sandbox import StepCall
 
 log = logging.getLogger(__name__)
 
@@ -82,34 +82,59 @@ class InputFailed(Exception):
         self.schedule_traceback = schedule_traceback
 
 
+# What the step process executes for a schedule's snippet: the snippet, then a run(ctx) that
+# calls its input(now) with the fire time in the schedule's timezone. Appended, so the
+# snippet's own lines keep their numbers in a traceback.
+INPUT_CALL = """
+
+def run(ctx):
+    import datetime as _datetime
+    import zoneinfo as _zoneinfo
+
+    _now = _datetime.datetime.fromisoformat(ctx.input["now"])
+    _input = globals().get("input")  # the built-in input() is not a global
+    if not callable(_input):
+        raise TypeError("the snippet does not define input(now)")
+    return _input(_now.astimezone(_zoneinfo.ZoneInfo(ctx.input["timezone"])))
+"""
+
+
+class NoEngine:
+    """A schedule's snippet has no ``ctx``: nothing of the engine is reachable from it."""
+
+    def __getattr__(self, name: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(f"{name} is not available in a schedule's input(now)")
+
+        return refuse
+
+
 def evaluate_input(schedule: Schedule, now: datetime) -> Any:
     """The schedule's input: its JSON, or what its snippet's ``input(now)`` returns, with
-    ``now`` the fire time in the schedule's timezone."""
+    ``now`` the fire time in the schedule's timezone. The snippet is an editor's code, so it
+    executes in the step sandbox like a step (its environment, files and limits), never in
+    this process."""
     if schedule.input_code is None:
         return schedule.input if schedule.input is not None else {}
-    filename = f"<schedule {schedule.name}>"
-    try:
-        namespace: dict[str, Any] = {"__name__": f"schedule_{schedule.name}"}
-        with step_deadline(INPUT_TIMEOUT):
-            exec(compile(schedule.input_code, filename, "exec"), namespace)
-            function = namespace.get("input")
-            if not callable(function):
-                raise TypeError("the snippet does not define input(now)")
-            value = function(now)
-        return to_json(value, "input(now)'s return value")
-    except StepTimeout:
+    name = f"schedule {schedule.name}"
+    call = StepCall(
+        name=name,
+        code=schedule.input_code + INPUT_CALL,
+        timeout=INPUT_TIMEOUT,
+        input={"now": now.isoformat(), "timezone": str(now.tzinfo or "UTC")},
+        run=RunInfo(id=f"schedule-{schedule.id}"),
+    )
+    end = get_sandbox().execute(call, NoEngine(), StepLogger(name, 1))
+    if end.kind == "ok":
+        return end.output
+    if end.ended == "timeout" or "timed out after" in (end.summary or ""):
         message = f"input(now) took longer than {INPUT_TIMEOUT:g} s and was stopped"
-        raise InputFailed(message, f"TimeoutError: {message}") from None
-    except Exception as exc:
-        raise InputFailed(str(exc), _snippet_traceback(exc, filename)) from exc
-
-
-def _snippet_traceback(exc: BaseException, filename: str) -> str:
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-        tb = tb.tb_next
-    lines = traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__)
-    return "".join(lines).rstrip()
+        raise InputFailed(message, f"TimeoutError: {message}")
+    error = (end.error or end.summary or "input(now) failed").replace(
+        f'"<step {name}>"', f'"<schedule {schedule.name}>"'
+    )
+    summary = end.summary or error.splitlines()[-1]
+    raise InputFailed(summary, error)
 
 
 # --------------------------------------------------------------------------- reconciling

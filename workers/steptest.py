@@ -1,6 +1,6 @@
-"""The "Test this step" job (test queue): executes one step's code in this worker with the
-editor's sample input and the earlier steps' last test outputs, using the real step runtime
-and the step's timeout.
+"""The "Test this step" job (test queue): executes one step's code in the worker's step
+sandbox, as a run's steps are, with the editor's sample input, the earlier steps' last test
+outputs and the step's timeout.
 
 Nothing here touches a run. Suspend, rerun, ``ctx.wait`` and email are not performed: the
 test result says what a real run would have done instead.
@@ -20,19 +20,9 @@ from console.links import Links
 from console.mail import normalise_recipients
 from console.models import StepTest, Workflow
 
-from .app import job_context
-from .runtime import (
-    Context,
-    Flow,
-    FlowExit,
-    RunInfo,
-    StepLogger,
-    StepResult,
-    Steps,
-    call_step,
-    compile_step,
-    step_traceback,
-)
+from .app import get_sandbox, job_context
+from .runtime import RunInfo, StepLogger, StepResult
+from .sandbox import ControlHandler, StepCall
 
 
 def run_step_test(test_id: str) -> str | None:
@@ -99,33 +89,31 @@ def execute(test_id: str) -> str | None:
     }
     workflow_name = db.session.scalar(select(Workflow.name).where(Workflow.id == test.workflow_id))
     logger = StepLogger(step["name"], 1)
-    tasks: dict[str, Any] = {}
-    ctx = Context(
+    call = StepCall(
+        name=step["name"],
+        code=step["code"],
+        timeout=float(step.get("timeout") or 900),
         input=test.input if isinstance(test.input, dict) else {},
-        steps=Steps(earlier),
+        steps=earlier,
         run=RunInfo(id=f"test-{test.id}"),
-        logger=logger,
         workflow=workflow_name or "",
         version="draft",
-        step_name=step["name"],
-        tasks=tasks,
-        record_task=lambda key, result: None,
-        flow=Flow(TestControl(notes)),
+        tasks={},
     )
     db.session.commit()  # hold no transaction while the step executes
     started = time.monotonic()
     status, output, error = "completed", None, None
-    try:
-        code = compile_step(step["name"], step["code"])
-        output = call_step(code, ctx, float(step.get("timeout") or 900))
-    except FlowExit as stop:
-        reason = f" ({stop.reason})" if stop.reason is not None else ""
+    end = get_sandbox().execute(call, ControlHandler(TestControl(notes), {}), logger)
+    if end.kind == "ok":
+        output = end.output
+    elif end.kind == "exit":
+        reason = f" ({end.exit_reason})" if end.exit_reason is not None else ""
         notes.append(
             f"ctx.flow.exit was called{reason}: in a real run the run would end here as "
             "completed, skipping the steps after this one."
         )
-    except (Exception, SystemExit) as exc:
-        status, error = "failed", step_traceback(exc)
+    elif end.kind != "wait":  # TestControl.wait returns: a wait cannot end a test
+        status, error = "failed", end.error or "the step failed"
     duration = int((time.monotonic() - started) * 1000)
     steptests.finish_step_test(
         test_id,

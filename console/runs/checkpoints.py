@@ -43,6 +43,8 @@ from ..models import (
     TaskResult,
     Waitpoint,
 )
+from ..queueing import enqueue_run
+from ..text import storable
 from ..timeutil import UTCDateTime, utcnow
 from .start import schema_problems
 
@@ -53,10 +55,12 @@ def _lease_seconds() -> float:
 
 @dataclass
 class Claim:
-    """A worker's hold on a run; ``owner`` fences every write it makes."""
+    """A worker's hold on a run; ``owner`` fences every write it makes. ``recoveries``: how
+    many workers died while the run's current step executed (this claim's takeover included)."""
 
     run_id: str
     owner: str
+    recoveries: int = 0
 
 
 # Hot-path statements, built once with bind parameters: building SQLAlchemy statements on every
@@ -91,7 +95,10 @@ _CLAIM = (
         # Taking over a running run means its worker stopped: record the replay.
         replays=_R.c.replays + case((_R.c.status == "running", 1), else_=0),
         replayed_at=case((_R.c.status == "running", _NOW), else_=_R.c.replayed_at),
+        # In the same statement as the takeover, so that no death goes uncounted.
+        recoveries=_R.c.recoveries + case((_R.c.status == "running", 1), else_=0),
     )
+    .returning(_R.c.recoveries)
 )
 _FENCE_WHERE = (_R.c.id == _ID, _R.c.lease_owner == _OWNER, _LIVE)
 _TOUCH = (
@@ -106,6 +113,7 @@ _ADVANCE = (
     .values(
         current_step=bindparam("b_next", type_=Integer()),
         compute_ms=_R.c.compute_ms + bindparam("b_compute", type_=Integer()),
+        recoveries=0,
         lease_expires_at=_UNTIL,
         updated_at=_NOW,
     )
@@ -163,13 +171,54 @@ def _lease_params(claim: Claim, now: datetime) -> dict[str, Any]:
     }
 
 
-def claim_run(run_id: str, owner: str) -> bool:
-    """Take a run that is due: pending, sleeping past its timer, or running on a dead lease."""
+def take_run(run_id: str, owner: str) -> Claim | None:
+    """Take a run that is due: pending, sleeping past its timer, or running on a dead lease
+    (which counts as a recovery of its current step). None when it is not due."""
     params = _lease_params(Claim(run_id, owner), utcnow())
     conn = write_transaction()
-    claimed = changed_rows(conn.execute(_CLAIM, params)) == 1
+    recoveries = conn.execute(_CLAIM, params).scalar()
     db.session.commit()
-    return claimed
+    return None if recoveries is None else Claim(run_id, owner, int(recoveries))
+
+
+def claim_run(run_id: str, owner: str) -> bool:
+    """``take_run``, for callers that only need to know whether the run was taken."""
+    return take_run(run_id, owner) is not None
+
+
+def too_many_recoveries(claim: Claim) -> bool:
+    """Whether the run's current step must not execute again: workers died while it executed
+    ``MAX_STEP_RECOVERIES`` times (a poison run, e.g. a step that exhausts the machine)."""
+    limit = int(current_app.config["MAX_STEP_RECOVERIES"])
+    return limit > 0 and claim.recoveries >= limit
+
+
+def recovery_error(claim: Claim, step: str) -> str:
+    return f"the worker died {claim.recoveries} times while step {step} was executing"
+
+
+def fail_recovered_step(
+    claim: Claim, step: str, position: int, attempts: int, row: Any
+) -> str | None:
+    """``too_many_recoveries``: the step fails with ``recovery_error`` (in the attempt that
+    was executing, with no retry) and the run with it, instead of executing it once more.
+    ``row``: the step's checkpoint row, if it has one. Returns the run's status, or None."""
+    now = utcnow()
+    error = recovery_error(claim, step)
+    outcome = StepOutcome(
+        name=step,
+        position=position,
+        status="failed",
+        started_at=now,
+        finished_at=now,
+        attempts=attempts,
+        error=error,
+        exists=row is not None,
+        runs=row.runs if row is not None else 1,
+        context=row.context if row is not None else None,
+    )
+    log = {"step_name": step, "attempt": attempts, "level": "error", "message": error}
+    return record_step_failed(claim, outcome, None, [dict(log, fields=None, created_at=now)])
 
 
 def renew_lease(conn: Any, run_id: str, owner: str, seconds: float) -> bool:
@@ -216,7 +265,7 @@ def _begin_fenced(claim: Claim) -> tuple[Any, str] | None:
 
 
 def _log_rows(claim: Claim, logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [dict(line, run_id=claim.run_id) for line in logs]
+    return [dict(line, run_id=claim.run_id, message=storable(line["message"])) for line in logs]
 
 
 def _insert_logs(claim: Claim, logs: list[dict[str, Any]]) -> None:
@@ -277,7 +326,12 @@ def record_email(
         db.session.commit()
         return int(existing.id)
     message = OutboxMessage(
-        **key, recipients=recipients, subject=subject, text=text, html=html, status="sending"
+        **key,
+        recipients=[str(storable(r)) for r in recipients],
+        subject=storable(subject),
+        text=storable(text),
+        html=storable(html),
+        status="sending",
     )
     db.session.add(message)
     db.session.commit()
@@ -300,6 +354,9 @@ class StepOutcome:
     context: Any = None
     resume_data: Any = None
     timed_out: bool = False
+
+    def __post_init__(self) -> None:
+        self.error = storable(self.error)
 
     @property
     def duration_ms(self) -> int:
@@ -398,6 +455,7 @@ def record_step_failed(
             lease_owner=None,
             lease_expires_at=None,
             compute_ms=Run.compute_ms + compute,
+            recoveries=0,
         )
         outcome.status = "sleeping"
         outcome.sleep_reason = "retry"
@@ -448,6 +506,30 @@ def continue_after_boundary(claim: Claim, status: str) -> bool:
     return False
 
 
+def hand_back_run(claim: Claim) -> bool:
+    """A shutdown cut the run's step short: give the run back as ``pending`` without a lease,
+    queued again, so the next claim is no takeover (neither a recovery nor a failed attempt
+    is counted) and any worker may take it at once. A paused run stays paused (and is not
+    queued). False if the claim was lost."""
+    conn = write_transaction()
+    status = conn.execute(
+        update(_R)
+        .where(*_FENCE_WHERE)
+        .values(
+            status=case((_R.c.status == "running", "pending"), else_=_R.c.status),
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=_NOW,
+        )
+        .returning(_R.c.status),
+        _lease_params(claim, utcnow()),
+    ).scalar()
+    db.session.commit()
+    if status == "pending":
+        enqueue_run(claim.run_id)
+    return status is not None
+
+
 def release_run(claim: Claim) -> str | None:
     """Give up the lease (paused, canceled or lost). Returns the status if it is ``pending``
     again (resumed meanwhile), so that the worker can claim it once more."""
@@ -471,7 +553,7 @@ def finish_run(
 ) -> bool:
     """End the run as ``completed`` or ``failed``; remaining steps are marked skipped."""
     params = _lease_params(claim, utcnow())
-    params.update(b_status=status, b_output=output, b_error=error)
+    params.update(b_status=status, b_output=output, b_error=storable(error))
     conn = write_transaction()
     if conn.execute(_FINISH, params).scalar() is None:
         db.session.rollback()

@@ -97,6 +97,7 @@ def _park(
             wake_at=wake_at,
             current_step=next_step,
             compute_ms=Run.compute_ms + outcome.duration_ms,
+            recoveries=0,
             lease_owner=None,
             lease_expires_at=None,
         )
@@ -124,6 +125,7 @@ def record_step_suspended(
             .values(
                 current_step=outcome.position + 1,
                 compute_ms=Run.compute_ms + outcome.duration_ms,
+                recoveries=0,
             )
         )
         db.session.commit()
@@ -183,8 +185,9 @@ def record_step_waiting(
     return "sleeping"
 
 
-def apply_waitpoint(waitpoint_id: str) -> Run | None:
-    """Carry a decided waitpoint over to its run, if the run still waits on it (idempotent).
+def apply_waitpoint(waitpoint_id: str) -> str | None:
+    """Carry a decided waitpoint over to its run, if the run still waits on it (idempotent);
+    the run's status as that left it (None: nothing to carry over).
 
     ``resumed``/``timed_out`` on a suspend: the step completes with ``resume_data`` and the
     run becomes pending. ``resumed`` on a rerun: the step's next execution is due now, with
@@ -206,9 +209,9 @@ def apply_waitpoint(waitpoint_id: str) -> Run | None:
 
         db.session.commit()
         try:
-            return cancel_run(run_id)
+            return cancel_run(run_id).status
         except Conflict:
-            return get_run(run_id)
+            return get_run(run_id).status
     now = utcnow()
     write_transaction()
     # Lock the run's row first: a worker recording this step's end holds it until it commits.
@@ -259,9 +262,12 @@ def apply_waitpoint(waitpoint_id: str) -> Run | None:
             )
             due = status == "sleeping"
     db.session.commit()
+    # Read before the job is queued: a worker may claim the run at once, and the answer to
+    # a link says what the link did (pending), not how far a worker has got since.
+    status_now = db.session.scalar(select(Run.status).where(Run.id == run_id))
     if due:
         enqueue_run(run_id)
-    return get_run(run_id)
+    return status_now
 
 
 @dataclass
@@ -315,13 +321,12 @@ def act_on_waitpoint(waitpoint_id: str, run_id: str, action: str, payload: Any) 
         == 1
     )
     db.session.commit()
-    if won:
-        apply_waitpoint(waitpoint_id)
+    applied_status = apply_waitpoint(waitpoint_id) if won else None
     db.session.expire_all()
     state = db.session.scalar(select(Waitpoint.state).where(Waitpoint.id == waitpoint_id))
     run = get_run(run_id)
     if won:
-        return LinkAnswer(run.id, target, run.status, 200, target)
+        return LinkAnswer(run.id, target, applied_status or run.status, 200, target)
     if state == target:
         return LinkAnswer(run.id, f"already_{target}", run.status, 200, target)
     if state in ("resumed", "canceled"):

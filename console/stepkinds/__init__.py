@@ -27,6 +27,7 @@ from .kinds import (
     Setting,
     StepKind,
     config_problems,
+    executed_code,
     generate_code,
     normalise_config,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "check_url",
     "config_problems",
     "describe",
+    "executed_code",
     "generate_code",
     "normalise_config",
     "parse_body",

@@ -11,6 +11,7 @@ judged the same way wherever it comes from.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -348,3 +349,25 @@ def generate_code(kind: str, config: dict[str, Any]) -> str:
     if problems:
         raise ValueError("; ".join(f"{key}: {text}" if key else text for key, text in problems))
     return KINDS[kind].code_for(config)
+
+
+_executed: dict[tuple[str, str], str] = {}
+
+
+def executed_code(step: dict[str, Any]) -> str:
+    """The code a step of a published version executes. A built-in step's code is generated
+    again from its config by this console, so a fix to a kind's code (such as refusing URL
+    schemes other than http and https) reaches versions published before it; a config that
+    today's checks refuse keeps the code it was published with. A code step runs its code."""
+    kind, config = step.get("kind"), step.get("config")
+    if not kind or kind not in KINDS or not isinstance(config, dict):
+        return str(step["code"])
+    key = (kind, json.dumps(config, sort_keys=True))
+    code = _executed.get(key)
+    if code is None:
+        try:
+            code = generate_code(kind, config)
+        except ValueError:
+            code = str(step["code"])
+        _executed[key] = code
+    return code
