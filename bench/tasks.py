@@ -32,6 +32,7 @@ from console.extensions import db
 from console.ids import ALPHABET, time_part
 from console.models import Run, Waitpoint
 from console.tasks import queries
+from console.tasks.story import run_stamp
 
 from .harness import log, median
 
@@ -209,7 +210,7 @@ def measure(label: str, url: str, reps: int, analyzed: bool) -> dict[str, Any]:
         figures["live poll: 25 cards + new runs, nothing changed (204)"] = timed(
             page(poll, 204), reps
         )
-        stamp = queries.run_stamp(ids[-1])
+        stamp = run_stamp(ids[-1])
         figures["run page poll, nothing changed (204)"] = timed(
             page(f"/runs/{ids[-1]}/live?stamp={stamp}", 204), reps
         )
