@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -211,6 +211,10 @@ class Run(db.Model):  # type: ignore[name-defined]
     # Takeovers since the current step last recorded anything: each is a worker that died
     # while the step executed; past MAX_STEP_RECOVERIES the run fails instead of a new one.
     recoveries: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Lineage: the run this one re-runs (``POST /api/runs/<id>/rerun``), and the run whose
+    # journal it was recovered from (an id that may belong to another console).
+    rerun_of: Mapped[str | None] = mapped_column(String(26), index=True)
+    recovered_from: Mapped[str | None] = mapped_column(String(64))
 
     workflow: Mapped[Workflow] = relationship()
     version: Mapped[WorkflowVersion] = relationship()
@@ -248,6 +252,18 @@ class StepRun(db.Model):  # type: ignore[name-defined]
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int | None]
+    # Taken from an earlier run (a re-run's plan or a journal) instead of executed, and the run
+    # where it was executed.
+    reused: Mapped[bool] = mapped_column(default=False, server_default=false())
+    reused_from: Mapped[str | None] = mapped_column(String(64))
+    # The step's content (code, kind, config, settings) when it executed, and what it read:
+    # ``{"input": [fields] or "*", "steps": [names]}``; a smart re-run decides by them.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    reads: Mapped[Any] = mapped_column(Json, nullable=True)
+    # An ``execute_when_recovering`` step of a recovered or re-run run: its next execution sees
+    # ``ctx.run.recovered`` and the output recorded before.
+    recovered: Mapped[bool] = mapped_column(default=False, server_default=false())
+    previous_output: Mapped[Any] = mapped_column(Json, nullable=True)
 
     run: Mapped[Run] = relationship(back_populates="steps")
 
@@ -264,6 +280,23 @@ class TaskResult(db.Model):  # type: ignore[name-defined]
     key: Mapped[str] = mapped_column(String(255))
     result: Mapped[Any] = mapped_column(Json, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RunEvent(db.Model):  # type: ignore[name-defined]
+    """What a run's journal needs that no other row keeps: each start of a step execution that
+    later rows overwrite (failed attempts, re-runs, waits, suspends), failed attempts' errors,
+    rerun requests, and pauses and unpauses. Written in the transaction of what it records."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (Index("ix_run_events_run_id_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    type: Mapped[str] = mapped_column(String(20))
+    step_name: Mapped[str | None] = mapped_column(String(63))
+    runs: Mapped[int | None]
+    data: Mapped[Any] = mapped_column(Json, nullable=True)
 
 
 class LogLine(db.Model):  # type: ignore[name-defined]
