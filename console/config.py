@@ -185,6 +185,8 @@ class Config:
         # the run fails instead: a step that kills its worker every time must end.
         self.MAX_STEP_RECOVERIES = env_int("MAX_STEP_RECOVERIES", 3)
         self.MAX_CONTENT_LENGTH = self.MAX_PAYLOAD_BYTES * 2
+        # The largest journal a recovery takes (its routes take bodies up to this size).
+        self.JOURNAL_MAX_BYTES = env_int("JOURNAL_MAX_BYTES", 16 * 1024 * 1024)
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = production

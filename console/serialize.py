@@ -31,6 +31,8 @@ def run_summary(run: Run) -> dict[str, Any]:
         "started_at": isoformat(run.started_at),
         "finished_at": isoformat(run.finished_at),
         "compute_ms": run.compute_ms,
+        "rerun_of": run.rerun_of,
+        "recovered_from": run.recovered_from,
         "url": run_url(run.id),
     }
 
@@ -49,6 +51,8 @@ def step_view(row: StepRun | None, name: str, status: str) -> dict[str, Any]:
             "finished_at": None,
             "duration_ms": None,
             "error": None,
+            "reused": False,
+            "reused_from": None,
         }
     return {
         "name": row.name,
@@ -62,6 +66,8 @@ def step_view(row: StepRun | None, name: str, status: str) -> dict[str, Any]:
         "finished_at": isoformat(row.finished_at),
         "duration_ms": row.duration_ms,
         "error": row.error,
+        "reused": row.reused,
+        "reused_from": row.reused_from,
     }
 
 
