@@ -29,6 +29,8 @@ RUN_KEYS = {
     "started_at",
     "finished_at",
     "compute_ms",
+    "rerun_of",
+    "recovered_from",
     "steps",
 }
 STEP_KEYS = {
@@ -43,6 +45,8 @@ STEP_KEYS = {
     "finished_at",
     "duration_ms",
     "error",
+    "reused",
+    "reused_from",
 }
 SCHEMA = {
     "type": "object",

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from console.models import Run, RunEvent, StepRun
 from console.extensions import db
+from console.models import Run, RunEvent, StepRun
 
 from .support import details_by_path, step
 
@@ -211,9 +211,7 @@ def test_refusals_create_nothing(api: Any, work: Any, hits: Hits, define: Any) -
 
     assert "/from_step" in refused({"from_step": "nope"}, 422)
     assert "/version" in refused({"version": "v9"}, 422)
-    assert "/input/source" in refused({"input": {"source": 5}}, 422) or refused(
-        {"input": {"source": 5}}, 422
-    )
+    assert "not of type 'string'" in refused({"input": {"source": 5}}, 422)["/input/source"]
     assert "/smart" in refused({"smart": "yes"}, 422)
     assert "/colour" in refused({"colour": 1}, 422)
 

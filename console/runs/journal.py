@@ -80,7 +80,7 @@ def build_journal(run_id: str) -> dict[str, Any]:
     events = db.session.execute(
         select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id)
     ).scalars()
-    started: set[tuple[str, Any, Any]] = set()
+    started: set[tuple[Any, Any, Any]] = set()
     for event in events:
         data = dict(event.data or {})
         if event.type == "step_started":

@@ -58,7 +58,7 @@ class PlannedStep:
     execute_when_recovering: bool = False
 
     def view(self) -> dict[str, Any]:
-        data = {"name": self.name, "action": self.action, "reason": self.reason}
+        data: dict[str, Any] = {"name": self.name, "action": self.action, "reason": self.reason}
         if self.execute_when_recovering:
             data["execute_when_recovering"] = True
         return data

@@ -93,17 +93,23 @@ def _problems(doc: Any) -> tuple[list[dict[str, str]], dict[str, Any] | None]:
         add("/input", "must be an object")
     elif definition is not None:
         for item in input_problems(definition.get("input_schema"), run_input):
-            add(
-                "/input" + item["path"].rstrip("/") if item["path"] != "/" else "/input",
-                item["message"],
-            )
+            add("/input" + item["path"].rstrip("/"), item["message"])
     entries = doc.get("entries")
     if not isinstance(entries, list):
         add("/entries", "must be a list")
     else:
-        names = {s["name"] for s in definition["steps"]} if definition else None
+        names = _step_names(definition or raw)
         _entry_problems(entries, names, add)
     return problems[:MAX_PROBLEMS], definition
+
+
+def _step_names(definition: Any) -> set[str] | None:
+    """The step names of a definition, also of one that does not validate (so that its
+    entries are checked against it too)."""
+    steps = definition.get("steps") if isinstance(definition, dict) else None
+    if not isinstance(steps, list):
+        return None
+    return {s["name"] for s in steps if isinstance(s, dict) and isinstance(s.get("name"), str)}
 
 
 def _entry_problems(entries: list[Any], names: set[str] | None, add: Any) -> None:

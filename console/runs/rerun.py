@@ -104,7 +104,10 @@ def rerun_plan(run: Run, request: RerunRequest) -> tuple[Plan, WorkflowVersion, 
     new_input = run.input if request.input is None else request.input
     problems = input_problems(version.definition.get("input_schema"), new_input)
     if problems:
-        raise ValidationFailed("The input does not match the workflow's input schema", problems)
+        raise ValidationFailed(
+            "The input does not match the workflow's input schema",
+            [{"path": "/input" + p["path"].rstrip("/"), "message": p["message"]} for p in problems],
+        )
     original = original_of(run)
     if request.from_step:
         problem = from_step_problem(original, version.steps, request.from_step)
