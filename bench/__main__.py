@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 for text in env.worker_logs():
                     print(text, file=sys.stderr)
                 raise
+        from . import journal
+
+        log("(e) journal export and recovery ...")
+        results["journal"] = journal.measure_journal(env, 100, 3 if quick else 7)
         if not args.skip_tasks:
             from . import tasks
 

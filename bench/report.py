@@ -160,6 +160,25 @@ def table(results: dict[str, Any]) -> str:
     for size, ms in rp["replay_ms_by_size"].items():
         row(f"    replay of a run with {size} completed steps", f"{ms:.2f} ms")
 
+    jr = results.get("journal")
+    if jr:
+        row(
+            f"(e) journal export, {jr['steps']} steps, {jr['task_results']} task results",
+            f"{jr['export_ms']:.1f} ms",
+            f"{jr['journal_bytes'] / 1024:.0f} KiB, {jr['entries']} entries",
+        )
+        row("    recover it (checks, pinning, seeded rows)", f"{jr['recover_ms']:.1f} ms")
+        row(
+            "    the recovered run's finish (100 reused steps)",
+            f"{jr['recovered_finish_ms']:.1f} ms",
+        )
+        rc = jr["reads_and_hash_us"]
+        row(
+            "    a checkpoint's extra cost of reads + content hash",
+            f"{rc['extra_us']:.1f} us",
+            f"checkpoint {rc['checkpoint_us']:.0f} us",
+        )
+
     head = ("figure", "median", "baseline", "ratio", "aim", "verdict")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
 

@@ -12,7 +12,7 @@ import pytest
 from console.extensions import db
 from console.models import Run, Workflow, WorkflowVersion
 
-from .support import details_by_path, step
+from .support import details_by_path, run_sql, step
 
 STORY = {
     "name": "story",
@@ -282,3 +282,33 @@ def test_an_unfinished_journal_recovers_while_the_original_goes_on(
     new_id = answer.json["id"]
     work(until=lambda: db.session.get(Run, new_id).status == "suspended")
     assert api.get(f"/api/runs/{run_id}").json["status"] == "suspended"  # untouched
+
+
+def test_migration_0008_keeps_existing_runs_and_steps(app_env: dict[str, str]) -> None:
+    from tests.test_recoveries import flask
+
+    assert flask(app_env, "db", "upgrade", "0007").returncode == 0
+    run_sql(
+        app_env,
+        "INSERT INTO workflows (id, name, title, description, created_at, updated_at, "
+        "draft_revision, webhook_nonce) VALUES (1, 'old', '', '', '2026-01-01', '2026-01-01', "
+        "0, 'n')",
+        "INSERT INTO workflow_versions (id, workflow_id, number, label, definition, "
+        "definition_hash, note, published_at) VALUES (1, 1, 1, 'v1', '{}', 'h', '', "
+        "'2026-01-01')",
+        "INSERT INTO runs (id, workflow_id, version_id, status, trigger, input, compute_ms, "
+        "current_step, step_count, created_at, updated_at, replays, recoveries) VALUES ('r1', "
+        "1, 1, 'completed', 'manual', '{}', 0, 1, 1, '2026-01-01', '2026-01-01', 0, 0)",
+        "INSERT INTO step_runs (run_id, name, position, status, attempts, runs, timed_out) "
+        "VALUES ('r1', 'one', 0, 'completed', 1, 1, false)",
+    )
+    upgraded = flask(app_env, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert run_sql(app_env, "SELECT rerun_of FROM runs") == "[None]"
+    assert run_sql(app_env, "SELECT recovered_from FROM runs") == "[None]"
+    assert run_sql(app_env, "SELECT reused FROM step_runs") in ("[0]", "[False]")
+    assert run_sql(app_env, "SELECT recovered FROM step_runs") in ("[0]", "[False]")
+    assert run_sql(app_env, "SELECT reads FROM step_runs") == "[None]"
+    assert run_sql(app_env, "SELECT count(*) FROM run_events") == "[0]"
+    downgraded = flask(app_env, "db", "downgrade", "0007")
+    assert downgraded.returncode == 0, downgraded.stderr

@@ -65,6 +65,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from console.runs.plan import valid_reads
+
 from . import channel
 from .runtime import Control, RunInfo, StepLogger, StepResult, WaitRequested, utcnow
 from .stepprocess import MEMORY_EXIT
@@ -758,7 +760,7 @@ class _Session:
 
     def done(self, sock: socket.socket, header: dict[str, Any], size: int) -> StepEnd:
         self.child_dropped = int(header.get("dropped") or 0)
-        self.reads = _reads(header.get("reads"))
+        self.reads = valid_reads(header.get("reads"))
         kind = header.get("kind")
         if self.wait_until is not None:
             return StepEnd("wait", wait_until=self.wait_until)
@@ -798,18 +800,6 @@ class _Session:
                 }
             )
         return end
-
-
-def _reads(value: Any) -> dict[str, Any] | None:
-    """The reads a step process reported, if they have the shape ``Reads.record`` gives."""
-    if not isinstance(value, dict):
-        return None
-    fields, steps = value.get("input"), value.get("steps")
-    if fields != "*" and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
-        return None
-    if not (isinstance(steps, list) and all(isinstance(n, str) for n in steps)):
-        return None
-    return {"input": fields, "steps": steps}
 
 
 def memory_error(memory_mb: int) -> str:

@@ -64,7 +64,7 @@ class _Trace:
         self.items: list[tuple[Any, int, int, dict[str, Any]]] = []
 
     def add(self, at: Any, type_: str, step: str | None = None, runs: Any = None, **data: Any):
-        entry: dict[str, Any] = {"at": at, "type": type_}
+        entry: dict[str, Any] = {"seq": 0, "at": at, "type": type_}
         if step is not None:
             entry["step"] = step
             entry["runs"] = runs
@@ -149,9 +149,10 @@ def build_journal(run_id: str) -> dict[str, Any]:
                 content_hash=row.content_hash,
                 reads=row.reads,
             )
+    T, M, L = TaskResult.__table__.c, OutboxMessage.__table__.c, LogLine.__table__.c
     for task in db.session.execute(
-        select(TaskResult).where(TaskResult.run_id == run.id).order_by(TaskResult.id)
-    ).scalars():
+        select(T.step_name, T.key, T.result, T.created_at).where(T.run_id == run.id).order_by(T.id)
+    ):
         if task.key.startswith(WAIT_PREFIX):
             until = task.result.get("until") if isinstance(task.result, dict) else None
             trace.add(
@@ -172,8 +173,10 @@ def build_journal(run_id: str) -> dict[str, Any]:
                 result=shown_task_result(task.result),
             )
     for message in db.session.execute(
-        select(OutboxMessage).where(OutboxMessage.run_id == run.id).order_by(OutboxMessage.id)
-    ).scalars():
+        select(M.step_name, M.runs, M.recipients, M.subject, M.created_at)
+        .where(M.run_id == run.id)
+        .order_by(M.id)
+    ):
         trace.add(
             message.created_at,
             "email",
@@ -183,8 +186,10 @@ def build_journal(run_id: str) -> dict[str, Any]:
             subject=message.subject,
         )
     for line in db.session.execute(
-        select(LogLine).where(LogLine.run_id == run.id).order_by(LogLine.id)
-    ).scalars():
+        select(L.step_name, L.level, L.message, L.fields, L.created_at)
+        .where(L.run_id == run.id)
+        .order_by(L.id)
+    ):
         trace.add(
             line.created_at,
             "log",
@@ -243,4 +248,4 @@ def _ordered(trace: _Trace) -> list[dict[str, Any]]:
                 entry["runs"] = current.get(step, 1)
         entry["at"] = isoformat(entry["at"])
         entry["seq"] = seq
-    return [{"seq": e.pop("seq"), **e} for e in entries]
+    return entries

@@ -49,6 +49,19 @@ def step_change(before: dict[str, Any], after: dict[str, Any]) -> str | None:
     return None
 
 
+def valid_reads(value: Any) -> dict[str, Any] | None:
+    """``value`` when it has the shape of a step execution's reads (``{"input": [fields] or
+    "*", "steps": [names]}``), else None (not recorded: taken as reading everything)."""
+    if not isinstance(value, dict):
+        return None
+    fields, steps = value.get("input"), value.get("steps")
+    if fields != "*" and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+        return None
+    if not (isinstance(steps, list) and all(isinstance(n, str) for n in steps)):
+        return None
+    return {"input": fields, "steps": steps}
+
+
 @dataclass
 class PlannedStep:
     name: str

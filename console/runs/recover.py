@@ -17,7 +17,7 @@ from ..errors import ConsoleError, Forbidden, ValidationFailed
 from ..extensions import db
 from ..models import RUN_STATUSES, Run, Workflow, WorkflowVersion
 from .journal import ENTRY_TYPES, FORMAT, WAIT_PREFIX
-from .plan import Plan, PlannedStep, step_hash
+from .plan import Plan, PlannedStep, step_hash, valid_reads
 from .start import Seed, input_problems, start_seeded_run
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -148,8 +148,15 @@ def _entry_problems(entries: list[Any], names: set[str] | None, add: Any) -> Non
                 datetime.fromisoformat(str(entry.get("until")))
             except ValueError:
                 add(f"{path}/until", "must be an ISO 8601 time")
-        if kind == "step_completed" and "output" not in entry:
-            add(f"{path}/output", "is required")
+        if kind == "step_completed":
+            if "output" not in entry:
+                add(f"{path}/output", "is required")
+            for key in ("reused_from", "content_hash"):
+                value = entry.get(key)
+                if value is not None and not (
+                    isinstance(value, str) and 0 < len(value) <= 64 and "\x00" not in value
+                ):
+                    add(f"{path}/{key}", "must be a string of 1 to 64 characters, or null")
         runs = entry.get("runs", 1)
         if step is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 1):
             add(f"{path}/runs", "must be a positive integer")
@@ -222,7 +229,7 @@ def _seed(
         runs=entry.get("runs") or 1,
         reused_from=entry.get("reused_from") or run_id,
         content_hash=entry.get("content_hash") or step_hash(step),
-        reads=reads if isinstance(reads, dict) else None,
+        reads=valid_reads(reads),
         recovering=recovering,
         tasks=tasks,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import current_app
 from jsonschema import Draft202012Validator
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -206,35 +206,42 @@ def start_seeded_run(
     reused = {seed.position for seed in seeds if not (seed.recovering or seed.tasks_only)}
     while run.current_step in reused:
         run.current_step += 1
+    now = utcnow()
+    tasks = [
+        {"run_id": run.id, "step_name": seed.name, "key": key, "result": result, "created_at": now}
+        for seed in seeds
+        for key, result in seed.tasks.items()
+    ]
+    rows = [
+        {
+            "run_id": run.id,
+            "name": seed.name,
+            "position": seed.position,
+            "status": "pending" if seed.recovering else "completed",
+            "output": None if seed.recovering else seed.output,
+            "resume_data": None if seed.recovering else seed.resume_data,
+            "timed_out": False if seed.recovering else seed.timed_out,
+            "runs": 1 if seed.recovering else seed.runs,
+            "attempts": 0,
+            "reused": not seed.recovering,
+            "reused_from": None if seed.recovering else seed.reused_from,
+            "content_hash": seed.content_hash,
+            "reads": seed.reads,
+            "recovered": seed.recovering,
+            "previous_output": seed.output if seed.recovering else None,
+            "finished_at": None if seed.recovering else now,
+        }
+        for seed in seeds
+        if not seed.tasks_only
+    ]
     write_transaction()
     db.session.add(run)
     db.session.flush()
-    now = utcnow()
-    for seed in seeds:
-        for key, result in seed.tasks.items():
-            db.session.add(TaskResult(run_id=run.id, step_name=seed.name, key=key, result=result))
-        if seed.tasks_only:
-            continue
-        db.session.add(
-            StepRun(
-                run_id=run.id,
-                name=seed.name,
-                position=seed.position,
-                status="pending" if seed.recovering else "completed",
-                output=None if seed.recovering else seed.output,
-                resume_data=None if seed.recovering else seed.resume_data,
-                timed_out=False if seed.recovering else seed.timed_out,
-                runs=1 if seed.recovering else seed.runs,
-                attempts=0,
-                reused=not seed.recovering,
-                reused_from=None if seed.recovering else seed.reused_from,
-                content_hash=seed.content_hash,
-                reads=seed.reads,
-                recovered=seed.recovering,
-                previous_output=seed.output if seed.recovering else None,
-                finished_at=None if seed.recovering else now,
-            )
-        )
+    # Core inserts, many rows a statement: a journal can carry thousands of task results.
+    if rows:
+        db.session.connection().execute(insert(StepRun.__table__), rows)
+    if tasks:
+        db.session.connection().execute(insert(TaskResult.__table__), tasks)
     db.session.commit()
     enqueue_run(run.id)
     return run
