@@ -19,7 +19,7 @@ class Execution:
     """One execution of one step: what its ``ctx`` asks of the engine (suspend, rerun,
     durable waits, email), each recorded under the run's claim."""
 
-    WAIT_PREFIX = "__wait__/"
+    WAIT_PREFIX = domain.WAIT_PREFIX
 
     def __init__(
         self,

@@ -57,7 +57,7 @@ from .checkpoints import (
     too_many_recoveries,
 )
 from .journal import FORMAT as JOURNAL_FORMAT
-from .journal import build_journal, shown_task_result
+from .journal import WAIT_PREFIX, build_journal, shown_task_result
 from .plan import Plan, step_hash
 from .recover import Recovery, plan_recovery, recover_journal
 from .rerun import RerunRequest, rerun_plan, rerun_run, reruns_of
@@ -98,6 +98,7 @@ __all__ = [
     "MAX_IDEMPOTENCY_KEY",
     "PAUSABLE",
     "REPLAY_READS",
+    "WAIT_PREFIX",
     "BulkResult",
     "Claim",
     "Decision",

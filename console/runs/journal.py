@@ -18,6 +18,7 @@ from ..timeutil import isoformat, utcnow
 from .start import get_run
 
 FORMAT = "workflow-console/journal@1"
+# ``ctx.wait`` keeps its deadline as a task result under this prefix (``workers.execution``).
 WAIT_PREFIX = "__wait__/"
 ENTRY_TYPES = (
     "step_started",
