@@ -44,6 +44,10 @@ def finished(define: Any, work: Any) -> Run:
     return db.session.get(Run, run.id)
 
 
+def live_run(run_id: str) -> None:
+    assert db.session.get(Run, run_id).status not in ("completed", "failed", "canceled")
+
+
 def plan_rows(html: str) -> list[tuple[str, str, str]]:
     """(step, reuse|execute, reason) per row of a plan table."""
     rows = re.findall(
@@ -122,6 +126,7 @@ def test_refusals_show_at_their_field_keep_what_was_typed_and_create_nothing(
 
     workflow = define("slow_one", [step("wait", "ctx.flow.suspend(timeout=3600)")])
     held, _ = domain.start_run(workflow, {})
+    live_run(held.id)
     conflict = client.post(f"/runs/{held.id}/rerun", data=form(token))
     assert conflict.status_code == 409 and "only a finished run can be re-run" in conflict.text
     assert run_count() == before + 1
@@ -255,3 +260,18 @@ def test_a_journal_over_the_limit_is_413_and_creates_nothing(
     assert run_count() == before
     app.config["JOURNAL_MAX_BYTES"] = len(raw)
     assert upload(client, token, raw).status_code == 200
+
+
+def test_the_journal_of_an_unfinished_run_says_both_will_go_on(
+    client: Any, auth: Any, define: Any, work: Any
+) -> None:
+    token = auth.login("operator")
+    workflow = define("asks", [step("ask", "ctx.flow.suspend(timeout=3600)"), step("then")])
+    held, _ = domain.start_run(workflow, {})
+    work(until=lambda: db.session.get(Run, held.id).status == "suspended")
+    before = run_count()
+    preview = upload(client, token, journal_of(client, held.id))
+    assert preview.status_code == 200 and run_count() == before
+    assert "<strong>suspended</strong> when it" in preview.text
+    assert "The original run is not touched" in preview.text and "both will go on" in preview.text
+    assert [a for _, a, _ in plan_rows(preview.text)] == ["execute", "execute"]
