@@ -197,6 +197,18 @@ def test_recover_previews_then_confirms_without_the_file_again(
     assert run_count() == before + 1
     assert f'href="/runs/{finished.id}"' in client.get(f"/runs/{new.id}").text
 
+    # A journal of another console's run: its id is shown, not linked.
+    doc = json.loads(raw)
+    doc["run"]["id"] = "elsewhere-run-1"
+    other = client.post(
+        "/tasks/recover",
+        data={"csrf_token": token, "confirm": "yes", "journal_text": json.dumps(doc)},
+        content_type="multipart/form-data",
+    )
+    page = client.get(other.headers["Location"]).text
+    assert "<code>elsewhere-run-1</code>" in page and 'href="/runs/elsewhere-run-1"' not in page
+    assert "a run of another console" in page
+
 
 def test_a_journal_that_publishes_needs_an_editor_and_problems_are_listed(
     client: Any, auth: Any, finished: Run
