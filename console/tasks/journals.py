@@ -73,13 +73,18 @@ def page(form: RecoverForm, status: int = 200, **context: Any) -> Any:
     return render_template("tasks/recover.html", form=form, **context), status
 
 
-@bp.route("/tasks/recover", methods=("GET", "POST"))
+@bp.get("/tasks/recover")
+@role("operator")
+def recover_form() -> Any:
+    """The upload form; changes nothing."""
+    return page(RecoverForm(formdata=None))
+
+
+@bp.post("/tasks/recover")
 @role("operator")
 def recover() -> Any:
-    """GET: the upload form. POST a file: the preview. POST ``confirm``: the new run."""
+    """A file: the preview. ``confirm`` with the journal's text: the new run."""
     form = RecoverForm()
-    if request.method == "GET":
-        return page(form)
     confirming = request.form.get("confirm") == "yes"
     try:
         text = journal_text(form)
