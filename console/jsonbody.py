@@ -125,6 +125,19 @@ class ConsoleRequest(Request):
     def max_content_length(self, value: int | None) -> None:
         self._max_content_length = value
 
+    @property
+    def max_form_memory_size(self) -> int | None:  # type: ignore[override]
+        # The recover page carries a journal from its preview to its confirmation in a form
+        # field (not a file), which is otherwise limited to MAX_FORM_MEMORY_SIZE.
+        setting = LARGE_BODIES.get(self.endpoint or "")
+        if setting is not None and current_app:
+            return int(current_app.config[setting]) + UPLOAD_FRAMING
+        return super().max_form_memory_size
+
+    @max_form_memory_size.setter
+    def max_form_memory_size(self, value: int | None) -> None:
+        self._max_form_memory_size = value
+
     @cached_property
     def stream(self) -> IO[bytes]:
         limit = self.max_content_length

@@ -1,5 +1,5 @@
 // Tasks, Approvals and the run page: the live poll's parameters, the viewer's timezone for
-// the time filters, elapsed times that tick, and focus after an action.
+// the time filters, elapsed times that tick, focus after an action, and the Re-run dialog.
 (function () {
   // The live poll asks only about cards that can still change, each with the stamp it has;
   // with none left on the page, no request is made at all.
@@ -93,5 +93,26 @@
     if (!e.detail || !e.detail.requestConfig || e.detail.requestConfig.verb !== "post") return;
     var message = e.target.querySelector && e.target.querySelector("[role=status][tabindex]");
     if (message) message.focus({preventScroll: true});
+  });
+
+  // The Re-run dialog: a Re-run control loads its run's form into the dialog's body; show it
+  // then, modal, with focus on the first choice. Escape or Cancel closes it.
+  document.addEventListener("htmx:afterSwap", function (e) {
+    if (e.target.id !== "rerun-dialog-body") return;
+    var dialog = document.getElementById("rerun-dialog");
+    if (!dialog.open) dialog.showModal();
+    var first = dialog.querySelector("input[type=radio]:checked, select, textarea");
+    if (first) first.focus();
+  });
+  document.addEventListener("click", function (e) {
+    var close = e.target.closest && e.target.closest("[data-close-dialog]");
+    var dialog = close && close.closest("dialog");
+    if (dialog) dialog.close();
+  });
+  // Picking the step to re-run from means re-running from a step.
+  document.addEventListener("change", function (e) {
+    if (e.target.name !== "from_step" || !e.target.form || e.target.form.id !== "rerun-form") return;
+    var choice = e.target.form.querySelector("input[name=mode][value=from_step]");
+    if (choice) choice.checked = true;
   });
 })();

@@ -31,6 +31,8 @@ RESTRICTED_READS = {
     "accounts.users": "the list of users and their roles is for admins",
     "schedules.edit": "the form to edit a schedule; viewers read schedules on their tab",
     "editor.run_form": "the form that starts a run; viewers cannot start runs",
+    "tasks.rerun_dialog": "the Re-run form with its plan; viewers cannot re-run",
+    "tasks.recover_form": "the form that uploads a journal; viewers cannot recover",
 }
 
 

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("tasks", __name__)
 
-from . import routes  # noqa: E402,F401
+from . import journals, reruns, routes  # noqa: E402,F401

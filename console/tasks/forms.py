@@ -1,11 +1,14 @@
-"""Forms of the Tasks page: a run action (with an optional decision payload) and bulk."""
+"""Forms of the Tasks page: a run action (with an optional decision payload), bulk, the Re-run
+dialog and Recover from a journal."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, StringField, TextAreaField
+from flask_wtf.file import FileField
+from wtforms import HiddenField, RadioField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import AnyOf, Length, Optional, ValidationError
 
 from ..jsonbody import parse_json
@@ -50,3 +53,40 @@ class BulkForm(FlaskForm):
     end = HiddenField()
     tz = HiddenField()
     q = HiddenField()
+
+
+class RerunForm(FlaskForm):
+    """The Re-run dialog: which steps execute (``mode``), on which version, with what input.
+    The choices of ``from_step`` and ``version`` are the run's; the domain checks them."""
+
+    mode = RadioField(
+        "Which steps execute",
+        choices=[
+            SelectChoice("plain", "Every step"),
+            SelectChoice("from_step", "From a step (the steps before it are reused)"),
+            SelectChoice("smart", "Smart: only what changed"),
+        ],
+        default="plain",
+    )
+    from_step = SelectField("From step", validate_choice=False)
+    version = SelectField("Version", default="original", validate_choice=False)
+    input = TextAreaField("Input (JSON)", validators=[Optional()])
+
+    def request_body(self, dry_run: bool) -> dict[str, Any]:
+        """The body the API takes for the same re-run (``RerunRequest.parse``); raises
+        ``ValueError`` when the input is not JSON we take."""
+        text = (self.input.data or "").strip()
+        return {
+            "from_step": self.from_step.data if self.mode.data == "from_step" else None,
+            "smart": self.mode.data == "smart",
+            "version": self.version.data or "original",
+            "input": parse_json(text) if text else None,
+            "dry_run": dry_run,
+        }
+
+
+class RecoverForm(FlaskForm):
+    """Recover from a journal: the uploaded file, then (confirming the preview) its text."""
+
+    journal = FileField("Journal file (JSON)")
+    journal_text = HiddenField()

@@ -250,4 +250,4 @@ def can_act() -> bool:
 
 @bp.app_context_processor
 def tasks_helpers() -> dict[str, Any]:
-    return {"can_act": can_act, "bulk_stalled": bulk_actions.stalled}
+    return {"can_act": can_act, "bulk_stalled": bulk_actions.stalled, "is_htmx": is_htmx}

@@ -1,5 +1,6 @@
 """The read side of the run page: one run's whole story (its steps, their log lines, what was
-replayed, the actions its state allows) and the stamp its live section polls with."""
+replayed, the actions its state allows, where it came from and its re-runs) and the stamp its
+live section polls with."""
 
 from __future__ import annotations
 
@@ -47,6 +48,28 @@ class ShownLine:
         return cls(line.step_name, line.attempt, line.level, message, fields, line.created_at)
 
 
+@dataclass(frozen=True)
+class Rerun:
+    id: str
+    status: str
+    created_at: str | None
+
+
+def lineage(run: Run, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs this one came from and those that re-run it, and which of the ids it names
+    are runs of this console (a journal's run may be another console's): those are links."""
+    reruns = [Rerun(r.id, r.status, isoformat(r.created_at)) for r in domain.reruns_of(run.id)]
+    named = {run.rerun_of, run.recovered_from} | {s.get("reused_from") for s in steps}
+    named.discard(None)
+    here = set(db.session.scalars(select(Run.id).where(Run.id.in_(named)))) if named else set()
+    return {
+        "rerun_of": run.rerun_of,
+        "recovered_from": run.recovered_from,
+        "reruns": reruns,
+        "here": here | {r.id for r in reruns},
+    }
+
+
 def run_story(run_id: str) -> dict[str, Any]:
     """Everything the run page shows: the run, a timeline of its steps with their log lines,
     which steps were replayed from their checkpoints, and the actions its state allows."""
@@ -80,6 +103,7 @@ def run_story(run_id: str) -> dict[str, Any]:
         view["not_run"] = row is None and run.is_terminal and view["status"] == "pending"
     wait = open_waits([run.id]).get(run.id)
     return {
+        "lineage": lineage(run, detail["steps"]),
         "run": detail,
         "steps": detail["steps"],
         "other_logs": [line for lines in by_step.values() for line in lines],
