@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import g
 from werkzeug.datastructures import MultiDict
 
 from .. import secrets, stepkinds
@@ -69,9 +68,7 @@ class Card:
     def unknown_secrets(self) -> dict[str, str]:
         """A warning per field (config key, or "code") naming a secret that does not exist:
         the step imports and saves, and fails with KeyError until the secret is added."""
-        if "secret_names" not in g:
-            g.secret_names = set(secrets.secret_names())
-        defined = g.secret_names
+        defined = set(secrets.secret_names())
         found = {}
         fields = self.step.get("config") or {} if self.is_kind else {"code": self.step.get("code")}
         for key, value in fields.items():
