@@ -33,15 +33,15 @@ def test_secrets_page_round_trip(app, live, page, define):
     expect(page.get_by_role("heading", name="Secrets")).to_be_visible()
     expect(page.get_by_text("No secrets yet")).to_be_visible()
 
-    page.get_by_label("Name").fill("API_TOKEN")
-    value = page.get_by_label("Value")
+    page.get_by_label("Name", exact=True).fill("API_TOKEN")
+    value = page.get_by_label("Value", exact=True)
     assert value.get_attribute("type") == "password"
     value.fill(VALUE)
     page.get_by_role("button", name="Add secret").click()
     expect(page.get_by_role("alert")).to_contain_text("Secret API_TOKEN added.")
     expect(page.locator("#secret-API_TOKEN")).to_contain_text("ed@example.com")
     assert VALUE not in page.content()
-    assert page.get_by_label("Value").input_value() == ""  # not shown back, not even typed
+    assert page.get_by_label("Value", exact=True).input_value() == ""  # not shown back
 
     workflow = define(
         "uses_token",
@@ -60,8 +60,8 @@ def test_secrets_page_round_trip(app, live, page, define):
 
     page.goto(live.url("/secrets"))
     expect(page.locator("#secret-API_TOKEN .used-by")).to_contain_text("uses_token")
-    page.get_by_label("Name").fill("SMTP_PASSWORD")
-    page.get_by_label("Value").fill("another-value")
+    page.get_by_label("Name", exact=True).fill("SMTP_PASSWORD")
+    page.get_by_label("Value", exact=True).fill("another-value")
     page.get_by_role("button", name="Add secret").click()
     expect(page.locator("#secret-SMTP_PASSWORD")).to_be_visible()
     for width in (1280, 390):
