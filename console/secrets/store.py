@@ -112,9 +112,12 @@ def step_secrets() -> dict[str, str]:
     """Every secret's value, read when a step execution starts, on a connection of its own
     (no transaction stays open while the step executes). A value that no configured key
     decrypts is left out (the step's ``ctx.secrets[...]`` then raises) and logged."""
-    values = {}
     with db.engine.connect() as conn:
-        rows = conn.execute(select(Secret.name, Secret.value)).all()
+        return _decrypted(conn.execute(select(Secret.name, Secret.value)).all())
+
+
+def _decrypted(rows: Any) -> dict[str, str]:
+    values = {}
     for name, token in rows:
         try:
             values[name] = vault.decrypt(token)
@@ -124,8 +127,9 @@ def step_secrets() -> dict[str, str]:
 
 
 def current_masker() -> Masker:
-    """A masker of the secrets' current values (for what requests bring in)."""
-    return Masker(step_secrets())
+    """A masker of the secrets' current values (for what requests bring in), read in the
+    session's transaction: a request holds one connection, however many arrive at once."""
+    return Masker(_decrypted(db.session.execute(select(Secret.name, Secret.value)).all()))
 
 
 def rotate() -> tuple[int, int]:
