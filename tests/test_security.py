@@ -31,6 +31,9 @@ RESTRICTED_READS = {
     "accounts.users": "the list of users and their roles is for admins",
     "schedules.edit": "the form to edit a schedule; viewers read schedules on their tab",
     "editor.run_form": "the form that starts a run; viewers cannot start runs",
+    "api.list_secrets": "which credentials exist and which workflows use them is for editors",
+    "secrets.index": "the Secrets page is for editors, who manage secrets",
+    "secrets.confirm_delete": "the confirmation before deleting a secret",
 }
 
 
