@@ -89,6 +89,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .main import bp as main_bp
     from .outbox import bp as outbox_bp
     from .schedules import bp as schedules_bp
+    from .secrets.routes import bp as secrets_bp
     from .tasks import bp as tasks_bp
 
     auth.init_app(app)
@@ -104,6 +105,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(tasks_bp)
     app.register_blueprint(editor_bp)
     app.register_blueprint(schedules_bp)
+    app.register_blueprint(secrets_bp)
     app.register_blueprint(accounts_bp)
     app.register_blueprint(demo_bp)
     app.register_blueprint(docs_bp)

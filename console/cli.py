@@ -1,5 +1,6 @@
-"""The domain commands (docs/commands.md): users, tokens, workflows, runs. The process
-commands (``flask up``, ``flask worker``, ``flask scheduler``) are in ``workers.cli``."""
+"""The domain commands (docs/commands.md): users, tokens, workflows, runs (secrets are in
+``console.secrets.cli``). The process commands (``flask up``, ``flask worker``,
+``flask scheduler``) are in ``workers.cli``."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ runs_cli = AppGroup("runs", help="Start and operate runs.")
 
 
 def init_app(app: Flask) -> None:
-    for group in (users_cli, tokens_cli, workflows_cli, runs_cli):
+    from .secrets.cli import secrets_cli
+
+    for group in (users_cli, tokens_cli, workflows_cli, runs_cli, secrets_cli):
         app.cli.add_command(group)
 
 

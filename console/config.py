@@ -153,6 +153,12 @@ class Config:
         self.SECRET_KEY_FALLBACKS = [
             k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()
         ]
+        # The key secrets are encrypted with (console.secrets.vault): unset, one derived from
+        # SECRET_KEY; earlier ones, comma-separated, still read until ``flask secrets rotate``.
+        self.SECRETS_KEY = os.environ.get("SECRETS_KEY", "").strip() or None
+        self.SECRETS_KEY_FALLBACKS = [
+            k.strip() for k in os.environ.get("SECRETS_KEY_FALLBACKS", "").split(",") if k.strip()
+        ]
         self.SQLALCHEMY_DATABASE_URI = database_url(instance_path)
         self.REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
         self.PORT = env_int("PORT", 5000)

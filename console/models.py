@@ -1,5 +1,5 @@
 """The durable record: workflows and their immutable versions, runs, step checkpoints,
-task results, log lines, users and API tokens.
+task results, log lines, users and API tokens, secrets.
 
 Run and step status only change through the functions in ``console.runs``.
 """
@@ -457,3 +457,17 @@ class StepTest(db.Model):  # type: ignore[name-defined]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int | None]
+
+
+class Secret(db.Model):  # type: ignore[name-defined]
+    """A credential for steps (``console.secrets``): ``value`` is its Fernet token, never the
+    value itself."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(254))

@@ -124,7 +124,7 @@ def test_output_and_ctx_values_arrive(sandbox):
         "run": ["r9", 2, 3, {"c": 1}, {"q": 1}, False, None],
         "key": "r9:second:2",
         "wf": ["wf", "v4"],
-        "secret": "t0ken",
+        "secret": "[secret API_TOKEN]",  # the step read it; what it hands back is masked
     }
 
 

@@ -33,6 +33,9 @@ RESTRICTED_READS = {
     "editor.run_form": "the form that starts a run; viewers cannot start runs",
     "tasks.rerun_dialog": "the Re-run form with its plan; viewers cannot re-run",
     "tasks.recover_form": "the form that uploads a journal; viewers cannot recover",
+    "api.list_secrets": "which credentials exist and which workflows use them is for editors",
+    "secrets.index": "the Secrets page is for editors, who manage secrets",
+    "secrets.confirm_delete": "the confirmation before deleting a secret",
 }
 
 

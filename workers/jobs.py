@@ -4,6 +4,9 @@ through consecutive steps until the run ends, waits, is paused or is canceled.
 Checkpoints make it safe to run twice: completed steps are replayed from their recorded
 output, and a duplicate job (or a worker that woke up late) cannot claim a run that another
 worker holds, nor record anything once its claim is gone.
+
+Long: a few lines over the house's ~500 since each execution reads the secrets it is given
+and seals the task results holding one, next to the task record they belong to.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy import String, bindparam, select
 from sqlalchemy.engine import Engine
 
 from console import runs as domain
+from console import secrets
 from console.extensions import db
 from console.models import Run, WorkflowVersion
 from console.stepkinds import executed_code
@@ -238,11 +242,17 @@ class Runner:
             if domain.too_many_recoveries(claim):  # then this is the step the workers died in
                 return domain.fail_recovered_step(claim, name, position, attempts, row), False
             step_tasks = tasks.setdefault(name, {})
+            values = secrets.step_secrets()  # read per execution: a change applies next time
 
             def record(
-                key: str, result: Any, _name: str = name, _logger: StepLogger = logger
+                key: str,
+                result: Any,
+                _name: str = name,
+                _logger: StepLogger = logger,
+                _given: dict[str, str] = values,
             ) -> None:
-                if not domain.record_task(claim, _name, key, result, _logger.drain()):
+                stored = secrets.stored_task_result(result, _given)  # sealed if it holds one
+                if not domain.record_task(claim, _name, key, stored, _logger.drain()):
                     raise ClaimLost()
 
             execution = Execution(claim, name, runs, step_tasks, record, sent)
@@ -265,6 +275,7 @@ class Runner:
                 version=version.label,
                 process_key=run.id,
                 tasks=step_tasks,
+                secrets=values,
             )
             started = utcnow()
             heartbeat.deadline = time.monotonic() + float(step["timeout"]) + heartbeat.lease

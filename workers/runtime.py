@@ -285,6 +285,32 @@ class Steps(Mapping[str, StepResult]):
         return len(self._results)
 
 
+class Secrets(Mapping[str, str]):
+    """``ctx.secrets``: the console's secrets by name, read-only; iterating gives the names.
+    Its ``repr`` names them without their values."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = MappingProxyType(dict(values))
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._values[name]
+        except KeyError:
+            defined = ", ".join(sorted(self._values)) or "none"
+            raise KeyError(
+                f"no secret named {name!r} (defined: {defined}); add it on the Secrets page"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._values))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"<secrets: {', '.join(sorted(self._values)) or 'none'}>"
+
+
 @dataclass
 class RunInfo:
     """``ctx.run``."""
@@ -345,7 +371,7 @@ class Context:
     tasks: dict[str, Any]
     record_task: TaskRecorder
     flow: Flow = field(default_factory=Flow)
-    secrets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    secrets: Mapping[str, str] = field(default_factory=lambda: Secrets({}))
 
     @property
     def idempotency_key(self) -> str:

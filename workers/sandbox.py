@@ -39,6 +39,12 @@ How it is built, and why (medians from ``python -m bench.sandbox`` on this 2-cor
   zygote's own mappings (~35 MB) count in it. Sizes are measured on the frames' payloads
   before they are read: a value over ``STEP_OUTPUT_MAX_BYTES`` is never read.
 
+- **Masking here, once**: every secret value that the step was given is replaced by
+  ``[secret NAME]`` in what its process hands back (log lines and their fields, printed
+  output, the output, the error and traceback, the exit reason, a rerun's context, an email,
+  task keys) before the engine sees it (``_Session``), so no writer downstream can forget it.
+  A task result is passed on as returned: the engine stores it sealed (``console.secrets``).
+
 Steps may import what the zygote preloaded (``stepprocess.PRELOAD``) and anything else
 ``STEP_USER`` can read.
 
@@ -66,6 +72,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from console.runs.plan import valid_reads
+from console.secrets.masking import Masker
 
 from . import channel
 from .runtime import Control, RunInfo, StepLogger, StepResult, WaitRequested, utcnow
@@ -651,6 +658,7 @@ class _Session:
         self, limits: Limits, call: StepCall, handler: StepHandler, logger: StepLogger
     ) -> None:
         self.limits, self.call, self.handler, self.logger = limits, call, handler, logger
+        self.mask = Masker(call.secrets)
         self.budget = channel.LogBudget(limits.log_max_bytes)
         self.child_dropped = 0
         self.reads: dict[str, Any] | None = None
@@ -680,7 +688,9 @@ class _Session:
             return None
         if op == "done":
             return self.done(sock, header, size)
-        key = str(header.get("key", ""))
+        key = self.mask.text(str(header.get("key", "")))
+        if "key" in header:
+            header = dict(header, key=key)
         what = f"the result of task {key!r}" if op == "task_put" else ""
         value = self._payload(sock, size, output_max, what)
         if self.wait_until is not None:
@@ -709,7 +719,7 @@ class _Session:
             handler.record_task(str(header["key"]), value)
             return {}, b""
         if op == "email":
-            message = value if isinstance(value, dict) else {}
+            message = self.mask.value(value) if isinstance(value, dict) else {}
             handler.send_email(
                 message.get("to"),
                 str(message.get("subject", "")),
@@ -724,8 +734,9 @@ class _Session:
             return links, b""
         if op == "rerun":
             delay, retries = float(header["delay"]), int(header["max_retries"])
-            links = self._links(handler.rerun(delay, value, retries))
-            args = {"delay": delay, "context": value, "max_retries": retries}
+            context = self.mask.value(value)
+            links = self._links(handler.rerun(delay, context, retries))
+            args = {"delay": delay, "context": context, "max_retries": retries}
             self.requests.append(FlowRequest("rerun", args))
             return links, b""
         if op == "wait":
@@ -751,8 +762,8 @@ class _Session:
                 "step_name": self.call.name,
                 "attempt": self.call.run.attempt,
                 "level": level if level in LOG_LEVELS else "info",
-                "message": str(raw.get("message", "")),
-                "fields": fields if isinstance(fields, dict) else None,
+                "message": self.mask.text(str(raw.get("message", ""))),
+                "fields": self.mask.value(fields) if isinstance(fields, dict) else None,
                 "created_at": _when(raw.get("created_at")),
             }
             if self.budget.admit(line):
@@ -784,6 +795,9 @@ class _Session:
     def finish(self, end: StepEnd) -> StepEnd:
         end.requests = self.requests
         end.reads = self.reads
+        mask = self.mask
+        end.output, end.exit_reason = mask.value(end.output), mask.value(end.exit_reason)
+        end.error, end.summary = mask.text(end.error), mask.text(end.summary)
         if end.summary is None and end.error is not None:
             end.summary = end.error.splitlines()[0]
         self.budget.dropped += self.child_dropped

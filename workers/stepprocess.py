@@ -35,7 +35,6 @@ import threading
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
 from . import channel
@@ -47,6 +46,7 @@ from .runtime import (
     ReadInput,
     Reads,
     RunInfo,
+    Secrets,
     StepLogger,
     StepResult,
     Steps,
@@ -472,7 +472,7 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> bool:
         tasks=RemoteTasks(link, spec.get("tasks")),
         record_task=lambda key, result: _record(link, key, result),
         flow=flow,
-        secrets=MappingProxyType(dict(spec.get("secrets") or {})),
+        secrets=Secrets(spec.get("secrets") or {}),
     )
     done: dict[str, Any] = {"op": "done", "kind": "ok"}
     payload = b""

@@ -14,7 +14,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from console import steptests
+from console import secrets, steptests
 from console.extensions import db
 from console.links import Links
 from console.mail import normalise_recipients
@@ -99,6 +99,7 @@ def execute(test_id: str) -> str | None:
         workflow=workflow_name or "",
         version="draft",
         tasks={},
+        secrets=secrets.step_secrets(),
     )
     db.session.commit()  # hold no transaction while the step executes
     started = time.monotonic()

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from .. import runs as domain
+from .. import secrets
 from ..auth import role
 from ..definitions import save_workflow
 from ..errors import ConsoleError, NotFound, ValidationFailed
@@ -302,3 +303,31 @@ def run_logs(run_id: str) -> Any:
         for line in lines
     ]
     return jsonify(data=data if links_visible() else mask_links(data))
+
+
+# ------------------------------------------------------------------------------- secrets
+
+
+@bp.get("/secrets")
+@role("editor")
+def list_secrets() -> Any:
+    return jsonify(secrets.list_secrets())
+
+
+@bp.put("/secrets/<name>")
+@role("editor")
+def put_secret(name: str) -> Any:
+    body = json_body()
+    if not isinstance(body, dict) or set(body) != {"value"}:
+        raise ValidationFailed(
+            'The body must be {"value": "..."}', [{"path": "/value", "message": "is required"}]
+        )
+    secret, created = secrets.set_secret(name, body["value"], current_user.email)
+    return jsonify(secrets.describe(secret, secrets.used_by())), 201 if created else 200
+
+
+@bp.delete("/secrets/<name>")
+@role("editor")
+def delete_secret(name: str) -> Any:
+    secrets.delete_secret(name, force=request.args.get("force") in ("1", "true", "yes"))
+    return "", 204

@@ -10,7 +10,7 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from .. import stepkinds
+from .. import secrets, stepkinds
 from ..definitions import STEP_DEFAULTS, check_step_code
 from ..drafts import StaleDraft
 from ..models import StepTest
@@ -63,6 +63,24 @@ class Card:
     def code_error_line(self) -> int | None:
         match = LINE_RE.match(self.code_error or "")
         return int(match.group(1)) if match else None
+
+    @property
+    def unknown_secrets(self) -> dict[str, str]:
+        """A warning per field (config key, or "code") naming a secret that does not exist:
+        the step imports and saves, and fails with KeyError until the secret is added."""
+        defined = set(secrets.secret_names())
+        found = {}
+        fields = self.step.get("config") or {} if self.is_kind else {"code": self.step.get("code")}
+        for key, value in fields.items():
+            step = {"config": {key: value}} if self.is_kind else {"code": value}
+            missing = sorted(secrets.step_secret_names(step) - defined)
+            if missing:
+                have = ", ".join(sorted(defined)) or "none yet"
+                found[key] = (
+                    f"No secret named {', '.join(missing)} (defined: {have}): the step fails "
+                    "with KeyError until it is added on the Secrets page."
+                )
+        return found
 
     def form(self) -> StepForm:
         """The card's form filled with the shown values (no request data)."""

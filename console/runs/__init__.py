@@ -57,7 +57,7 @@ from .checkpoints import (
     too_many_recoveries,
 )
 from .journal import FORMAT as JOURNAL_FORMAT
-from .journal import WAIT_PREFIX, build_journal, shown_task_result
+from .journal import WAIT_PREFIX, build_journal
 from .plan import Plan, step_hash
 from .recover import Recovery, plan_recovery, recover_journal
 from .rerun import RerunRequest, rerun_plan, rerun_run, reruns_of
@@ -156,7 +156,6 @@ __all__ = [
     "run_action",
     "schema_problems",
     "settle_waits",
-    "shown_task_result",
     "start_run",
     "step_hash",
     "take_run",

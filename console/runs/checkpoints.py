@@ -45,6 +45,7 @@ from ..models import (
     Waitpoint,
 )
 from ..queueing import enqueue_run
+from ..secrets.vault import opened_task_result
 from ..text import storable
 from ..timeutil import UTCDateTime, utcnow
 from .start import schema_problems
@@ -759,7 +760,7 @@ def load_replay(run_id: str) -> Replay:
     steps = {r.name: r for r in db.session.execute(_LOAD_STEPS, params)}
     tasks: dict[str, dict[str, Any]] = {}
     for t in db.session.execute(_LOAD_TASKS, params):
-        tasks.setdefault(t.step_name, {})[t.key] = t.result
+        tasks.setdefault(t.step_name, {})[t.key] = opened_task_result(t.result)  # unsealed
     sent = {tuple(r) for r in db.session.execute(_LOAD_SENT, params)}
     return Replay(run, steps, tasks, sent)
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import TERMINAL, LogLine, OutboxMessage, RunEvent, TaskResult, Waitpoint
+from ..secrets import shown_task_result
 from ..timeutil import isoformat, utcnow
 from .start import get_run
 
@@ -228,11 +229,6 @@ def build_journal(run_id: str) -> dict[str, Any]:
         "input": run.input,
         "entries": _ordered(trace),
     }
-
-
-def shown_task_result(stored: Any) -> Any:
-    """A task result as it may leave the console (the secrets feature masks values here)."""
-    return stored
 
 
 def _ordered(trace: _Trace) -> list[dict[str, Any]]:

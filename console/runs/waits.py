@@ -15,6 +15,7 @@ from ..errors import Conflict, NotFound
 from ..extensions import changed_rows, db, write_transaction
 from ..models import TERMINAL, Run, StepRun, Waitpoint
 from ..queueing import enqueue_run
+from ..secrets import current_masker
 from ..timeutil import utcnow
 from .checkpoints import (
     _INSERT_LOGS,
@@ -307,6 +308,10 @@ def act_on_waitpoint(waitpoint_id: str, run_id: str, action: str, payload: Any) 
     Approve and Reject, which do not depend on the key the links were signed with)."""
     target = LINK_STATES[action]
     now = utcnow()
+    # What a request brings in becomes resume_data or callback_request: masked like a step's
+    # output, since a link's caller may echo a secret back.
+    if payload is not None:
+        payload = current_masker().value(payload)
     live_run = select(Run.id).where(Run.id == run_id, Run.status.not_in(tuple(TERMINAL)))
     write_transaction()
     won = (

@@ -1,6 +1,6 @@
-"""The ``{{ reference }}`` syntax of step-kind settings: ``{{ input.email }}`` or
-``{{ steps.fetch.output.user.id }}`` (also ``resume_data`` / ``timed_out`` of an earlier step),
-alone or inside longer text."""
+"""The ``{{ reference }}`` syntax of step-kind settings: ``{{ input.email }}``,
+``{{ steps.fetch.output.user.id }}`` (also ``resume_data`` / ``timed_out`` of an earlier step)
+or ``{{ secrets.API_TOKEN }}``, alone or inside longer text."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ _SEGMENT = r"[^\s{}.]+"
 _STEP_NAME = r"[a-z][a-z0-9_]{0,62}"
 VALID_REFERENCE_RE = re.compile(
     rf"^(input(\.{_SEGMENT})*"
-    rf"|steps\.{_STEP_NAME}\.(output(\.{_SEGMENT})*|resume_data(\.{_SEGMENT})*|timed_out))$"
+    rf"|steps\.{_STEP_NAME}\.(output(\.{_SEGMENT})*|resume_data(\.{_SEGMENT})*|timed_out)"
+    r"|secrets\.[A-Z][A-Z0-9_]{0,62})$"
 )
 
 
@@ -32,7 +33,8 @@ def reference_problem(value: Any) -> str | None:
         if not VALID_REFERENCE_RE.match(ref):
             return (
                 f"{{{{ {ref} }}}} is not a reference: use {{{{ input.<field> }}}} or "
-                "{{ steps.<step>.output.<field> }} (or .resume_data, .timed_out)"
+                "{{ steps.<step>.output.<field> }} (or .resume_data, .timed_out) or "
+                "{{ secrets.<NAME> }}"
             )
     return None
 

@@ -6,7 +6,8 @@ import re
 # -------------------- snippet: the code below is copied into steps
 
 
-# {{ input.x }} and {{ steps.<step>.output.x }} in a setting are replaced by values of this run.
+# {{ input.x }}, {{ steps.<step>.output.x }} and {{ secrets.NAME }} in a setting are replaced
+# by values of this run.
 REFERENCE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 
 
@@ -30,8 +31,10 @@ def resolve(ctx, value):
 
 
 def lookup(ctx, path):
-    """The value of "input.a.b" or "steps.<step>.output.a.b" in this run."""
+    """The value of "input.a.b", "steps.<step>.output.a.b" or "secrets.NAME" in this run."""
     root, *keys = path.split(".")
+    if root == "secrets":
+        return ctx.secrets[keys[0]]
     if root == "input":
         value = ctx.input
     else:
