@@ -44,7 +44,7 @@ def too_large(size: int | None = None) -> Refused:
 def journal_text(form: RecoverForm) -> str:
     """The journal's text: the uploaded file's, else (confirming) the page's hidden copy."""
     upload = form.journal.data
-    if upload is not None and getattr(upload, "filename", ""):
+    if upload is not None and getattr(upload, "filename", None):
         raw = upload.stream.read(limit() + 1)
         if len(raw) > limit():
             raise too_large()

@@ -102,7 +102,7 @@ def rerun(run_id: str) -> Any:
     form = rerun_form(run, request.form)
     preview = request.form.get("preview") == "1"
     if not form.validate():
-        problems = {name: [] for name in FIELDS}
+        problems: dict[str, list[tuple[str, str]]] = {name: [] for name in FIELDS}
         problems["form"] = [("", form_error_text(form))]
         plan, new = None, None
     else:
@@ -112,7 +112,7 @@ def rerun(run_id: str) -> Any:
         return render_template("tasks/_rerun_plan.html", oob=True, **context)
     if preview:  # the form's "Show the plan" button, without JavaScript
         return render_template("tasks/rerun.html", **context)
-    if new is None:
+    if new is None or plan is None:
         status = 200 if is_htmx() else (409 if run.status not in TERMINAL else 422)
         template = "tasks/_rerun_form.html" if is_htmx() else "tasks/rerun.html"
         return render_template(template, **context), status
