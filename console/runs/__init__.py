@@ -11,6 +11,7 @@ nothing.
 - ``checkpoints``: the worker's claim, lease and fenced records, and the replay reads.
 - ``waits``: waitpoints (suspend, rerun, ``ctx.wait``) and what their links do.
 - ``bulk``: actions on many runs, and those a worker applies in the background.
+- ``slots``: concurrency limits: who holds a slot, who may start next.
 
 Callers import from here (``from console import runs``); the modules import each other in
 that order, ``waits`` reaching back to ``actions`` only for a cancel link.
@@ -54,6 +55,7 @@ from .checkpoints import (
     take_run,
     too_many_recoveries,
 )
+from .slots import Slots, may_start, start_waiting, waiting_for, waiting_runs
 from .start import (
     IDEMPOTENCY_WINDOW,
     MAX_IDEMPOTENCY_KEY,
@@ -95,6 +97,7 @@ __all__ = [
     "Decision",
     "LinkAnswer",
     "Replay",
+    "Slots",
     "RunFilter",
     "StepOutcome",
     "act_on_link",
@@ -117,6 +120,7 @@ __all__ = [
     "id_bound",
     "input_problems",
     "load_replay",
+    "may_start",
     "new_run",
     "open_links",
     "open_waitpoint",
@@ -139,6 +143,9 @@ __all__ = [
     "schema_problems",
     "settle_waits",
     "start_run",
+    "start_waiting",
     "take_run",
     "too_many_recoveries",
+    "waiting_for",
+    "waiting_runs",
 ]

@@ -46,6 +46,7 @@ from ..models import (
 from ..queueing import enqueue_run
 from ..text import storable
 from ..timeutil import UTCDateTime, utcnow
+from .slots import slot_free
 from .start import schema_problems
 
 
@@ -173,9 +174,13 @@ def _lease_params(claim: Claim, now: datetime) -> dict[str, Any]:
 
 def take_run(run_id: str, owner: str) -> Claim | None:
     """Take a run that is due: pending, sleeping past its timer, or running on a dead lease
-    (which counts as a recovery of its current step). None when it is not due."""
+    (which counts as a recovery of its current step). None when it is not due, or when its
+    workflow's concurrency slots are taken (``slots``)."""
     params = _lease_params(Claim(run_id, owner), utcnow())
     conn = write_transaction()
+    if not slot_free(conn, run_id, params["b_now"]):
+        db.session.rollback()
+        return None
     recoveries = conn.execute(_CLAIM, params).scalar()
     db.session.commit()
     return None if recoveries is None else Claim(run_id, owner, int(recoveries))
@@ -485,12 +490,13 @@ def record_step_failed(
 def continue_after_boundary(claim: Claim, status: str) -> bool:
     """At a step boundary: keep going, or let go of a run an operator paused.
 
-    A run that was paused and resumed while its step ran is ``pending`` and still ours.
+    A run that was paused and resumed while its step ran is ``pending`` and still ours; it
+    goes on if its workflow has a free slot, else it waits like any other pending run.
     """
     if status == "running":
         return True
-    write_transaction()
-    if status == "pending":
+    conn = write_transaction()
+    if status == "pending" and slot_free(conn, claim.run_id, utcnow()):
         result = db.session.execute(
             update(Run)
             .where(Run.id == claim.run_id, Run.lease_owner == claim.owner, Run.status == "pending")
