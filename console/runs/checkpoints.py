@@ -46,6 +46,7 @@ from ..models import (
 from ..queueing import enqueue_run
 from ..text import storable
 from ..timeutil import UTCDateTime, utcnow
+from .notify import deliver_notification, record_notification
 from .slots import slot_free
 from .start import schema_problems
 
@@ -481,9 +482,14 @@ def record_step_failed(
         return None
     _insert_logs(claim, logs)
     _write_step(db.session.connection(), claim, outcome)
+    notice = None
     if retry_at is None:
         _close_waitpoints(claim.run_id)
+        notice = record_notification(
+            claim.run_id, "failed", outcome.name, outcome.runs, outcome.error
+        )
     db.session.commit()
+    deliver_notification(notice)
     return "failed" if retry_at is None else status
 
 
@@ -581,7 +587,11 @@ def finish_run(
                 for position, name in skipped
             ],
         )
+    notice = None
+    if status == "failed":
+        notice = record_notification(claim.run_id, "failed", None, error=storable(error))
     db.session.commit()
+    deliver_notification(notice)
     return True
 
 
