@@ -18,6 +18,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import and_, or_, select
 
 from console.extensions import db
+from console.metrics.collector import REQUEUES_KEY
 from console.models import Run, StepRun, Waitpoint, Workflow
 from console.queueing import enqueue_run, get_redis
 from console.runs import may_start, settle_waits
@@ -149,4 +150,6 @@ def requeue_lost_runs() -> int:
         )
         enqueue_run(row.id)
         count += 1
+    if count:
+        get_redis().incrby(REQUEUES_KEY, count)  # for GET /metrics
     return count

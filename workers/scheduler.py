@@ -21,6 +21,7 @@ from flask import current_app
 from rq_scheduler import Scheduler
 
 from console.extensions import db
+from console.metrics.collector import record_tick
 
 from . import reconciler, schedules
 
@@ -68,6 +69,7 @@ class SchedulerProcess:
 
     def once(self) -> None:
         try:
+            record_tick(self.conn)
             if self.conn.set(LOCK_KEY, self.identity, nx=True, ex=max(2, int(self.tick * 5))):
                 try:
                     self.reconcile_schedules()
