@@ -18,7 +18,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, literal_column, select
+from sqlalchemy import case, extract, func, select
 from sqlalchemy.sql import ColumnElement
 
 from ..extensions import db
@@ -37,7 +37,7 @@ LINK_ACTIONS = ("resumed", "canceled", "timed_out")
 def _seconds(start: Any, end: Any) -> ColumnElement[Any]:
     if db.engine.dialect.name == "sqlite":
         return (func.julianday(end) - func.julianday(start)) * 86400.0
-    return func.extract(literal_column("'epoch'"), end - start)
+    return extract("epoch", end - start)
 
 
 def _histogram(
