@@ -258,12 +258,7 @@ def workflows_list() -> None:
 @click.option("--wait", is_flag=True, help="Wait for the run to end and print it.")
 @click.option("--timeout", default=600.0, help="Seconds to wait with --wait.")
 def runs_start(name: str, input_json: str, label: str | None, wait: bool, timeout: float) -> None:
-    try:
-        data = parse_json(input_json)
-    except json.JSONDecodeError as exc:
-        fail(ValueError(f"--input is not JSON: {exc.msg} at column {exc.colno}"))
-    except JSONRefused as exc:
-        fail(ValueError(f"--input is not JSON the console takes: {exc}"))
+    data = _json_option(input_json, "--input")
     try:
         run, _ = domain.start_run(
             domain.get_workflow(name), data, version=label, trigger="manual", user="cli"
@@ -271,13 +266,18 @@ def runs_start(name: str, input_json: str, label: str | None, wait: bool, timeou
     except ConsoleError as exc:
         fail(exc)
     click.echo(f"Started run {run.id} ({name} {run.version.label})")
-    if not wait:
-        return
+    if wait:
+        wait_for(run.id, timeout)
+
+
+def wait_for(run_id: str, timeout: float) -> NoReturn:
+    """Print the run's status changes until it ends; exit 0 when it completed, 2 when it
+    failed or was canceled, 3 when it is still going after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    status = run.status
+    status = None
     while time.monotonic() < deadline:
         db.session.expire_all()
-        run = domain.get_run(run.id)
+        run = domain.get_run(run_id)
         if run.status != status:
             status = run.status
             click.echo(f"  {status}")
@@ -286,8 +286,116 @@ def runs_start(name: str, input_json: str, label: str | None, wait: bool, timeou
             raise SystemExit(0 if run.status == "completed" else 2)
         db.session.commit()
         time.sleep(0.2)
-    click.echo(f"Still {run.status} after {timeout:g} s; is a worker running?", err=True)
+    click.echo(f"Still {status} after {timeout:g} s; is a worker running?", err=True)
     raise SystemExit(3)
+
+
+def _json_option(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return parse_json(text)
+    except json.JSONDecodeError as exc:
+        fail(ValueError(f"{what} is not JSON: {exc.msg} at column {exc.colno}"))
+    except JSONRefused as exc:
+        fail(ValueError(f"{what} is not JSON the console takes: {exc}"))
+
+
+class CommandLineUser:
+    """Whoever runs ``flask`` commands: they hold the console's configuration, so every role."""
+
+    email = "cli"
+
+    @staticmethod
+    def has_role(role: str) -> bool:
+        return True
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    click.echo(f"Plan on {plan['version']}:")
+    for step in plan["steps"]:
+        click.echo(f"  {step['action']:<8} {step['name']:<32} {step['reason']}")
+
+
+@runs_cli.command("rerun")
+@click.argument("run_id")
+@click.option("--from-step", default=None, help="Reuse the steps before this one.")
+@click.option("--version", "label", default="original", help="original, latest or a label.")
+@click.option("--smart", is_flag=True, help="Execute only what changed and what reads it.")
+@click.option("--input", "input_json", default=None, help="A new input as JSON.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; start nothing.")
+@click.option("--wait", is_flag=True, help="Wait for the new run to end and print it.")
+@click.option("--timeout", default=600.0, help="Seconds to wait with --wait.")
+def runs_rerun(
+    run_id: str,
+    from_step: str | None,
+    label: str,
+    smart: bool,
+    input_json: str | None,
+    dry_run: bool,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Re-run a finished run, or print what a re-run would do."""
+    body = {
+        "from_step": from_step,
+        "version": label,
+        "smart": smart,
+        "input": _json_option(input_json, "--input"),
+        "dry_run": dry_run,
+    }
+    try:
+        run = domain.get_run(run_id)
+        request = domain.RerunRequest.parse(body)
+        if dry_run:
+            plan, _, _ = domain.rerun_plan(run, request)
+            _print_plan(plan.view())
+            return
+        new, plan = domain.rerun_run(run, request, "cli")
+    except ConsoleError as exc:
+        fail(exc)
+    _print_plan(plan.view())
+    click.echo(f"Started run {new.id} (re-run of {run_id})")
+    if wait:
+        wait_for(new.id, timeout)
+
+
+@runs_cli.command("journal")
+@click.argument("run_id")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None)
+def runs_journal(run_id: str, output: str | None) -> None:
+    """Print a run's journal (or write it to a file)."""
+    try:
+        journal = domain.build_journal(run_id)
+    except ConsoleError as exc:
+        fail(exc)
+    text = json.dumps(journal, indent=1)
+    if output is None:
+        click.echo(text)
+        return
+    Path(output).write_text(text + "\n", encoding="utf-8")
+    click.echo(f"Wrote the journal of run {run_id} to {output} ({len(journal['entries'])} entries)")
+
+
+@runs_cli.command("recover")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--wait", is_flag=True, help="Wait for the new run to end and print it.")
+@click.option("--timeout", default=600.0, help="Seconds to wait with --wait.")
+def runs_recover(path: str, wait: bool, timeout: float) -> None:
+    """Start a run that continues from a journal file."""
+    limit = int(current_app.config["JOURNAL_MAX_BYTES"])
+    raw = Path(path).read_bytes()
+    if len(raw) > limit:
+        fail(ValueError(f"{path} is {len(raw)} bytes; JOURNAL_MAX_BYTES is {limit}"))
+    doc = _json_option(raw.decode("utf-8", "replace"), path)
+    try:
+        run, recovery = domain.recover_journal(doc, CommandLineUser())
+    except ConsoleError as exc:
+        fail(exc)
+    _print_plan(recovery.plan.view())
+    click.echo(f"Started run {run.id} (recovered from run {recovery.journal_run})")
+    if wait:
+        wait_for(run.id, timeout)
 
 
 @runs_cli.command("show")

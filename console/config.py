@@ -195,6 +195,8 @@ class Config:
         self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip() or None
         self.PRUNE_BATCH = env_int("PRUNE_BATCH", 200)
         self.MAX_CONTENT_LENGTH = self.MAX_PAYLOAD_BYTES * 2
+        # The largest journal a recovery takes (its routes take bodies up to this size).
+        self.JOURNAL_MAX_BYTES = env_int("JOURNAL_MAX_BYTES", 16 * 1024 * 1024)
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = production

@@ -26,3 +26,7 @@ class NotFound(ConsoleError):
 
 class Conflict(ConsoleError):
     status = 409
+
+
+class Forbidden(ConsoleError):
+    status = 403

@@ -14,7 +14,7 @@ import json
 import re
 from typing import IO, Any
 
-from flask import Request, request
+from flask import Request, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import cached_property
 
@@ -102,10 +102,28 @@ def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# Endpoints that take bodies larger than MAX_CONTENT_LENGTH, and the setting of their limit
+# (a multipart upload's framing is allowed on top; the view checks the file itself).
+LARGE_BODIES = {"api.recover_journal": "JOURNAL_MAX_BYTES", "tasks.recover": "JOURNAL_MAX_BYTES"}
+UPLOAD_FRAMING = 64 * 1024
+
+
 class ConsoleRequest(Request):
     """Werkzeug stops reading a body without a Content-Length at ``MAX_CONTENT_LENGTH`` and
     hands on what it read, so an oversized chunked body was cut and the rest ignored. Read
-    such a body here up to one byte over the limit and refuse it with 413 when it is over."""
+    such a body here up to one byte over the limit and refuse it with 413 when it is over.
+    The endpoints in ``LARGE_BODIES`` have their own limit."""
+
+    @property
+    def max_content_length(self) -> int | None:  # type: ignore[override]
+        setting = LARGE_BODIES.get(self.endpoint or "")
+        if setting is not None and current_app:
+            return int(current_app.config[setting]) + UPLOAD_FRAMING
+        return super().max_content_length
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        self._max_content_length = value
 
     @cached_property
     def stream(self) -> IO[bytes]:

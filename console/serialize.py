@@ -33,6 +33,8 @@ def run_summary(run: Run) -> dict[str, Any]:
         "finished_at": isoformat(run.finished_at),
         "compute_ms": run.compute_ms,
         "waiting_for": waiting_for(run),
+        "rerun_of": run.rerun_of,
+        "recovered_from": run.recovered_from,
         "url": run_url(run.id),
     }
 
@@ -51,6 +53,8 @@ def step_view(row: StepRun | None, name: str, status: str) -> dict[str, Any]:
             "finished_at": None,
             "duration_ms": None,
             "error": None,
+            "reused": False,
+            "reused_from": None,
         }
     return {
         "name": row.name,
@@ -64,6 +68,8 @@ def step_view(row: StepRun | None, name: str, status: str) -> dict[str, Any]:
         "finished_at": isoformat(row.finished_at),
         "duration_ms": row.duration_ms,
         "error": row.error,
+        "reused": row.reused,
+        "reused_from": row.reused_from,
     }
 
 

@@ -1,5 +1,5 @@
 """The step sandbox with real step processes (no database: the engine's side is a handler
-that keeps its records in dicts, as ``workers.jobs.Execution`` keeps them in the database)."""
+that keeps its records in dicts, as ``workers.execution.Execution`` keeps them in the database)."""
 
 from __future__ import annotations
 

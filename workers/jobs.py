@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -25,14 +25,13 @@ from sqlalchemy.engine import Engine
 
 from console import runs as domain
 from console.extensions import db
-from console.links import Links, links_for
-from console.mail import normalise_recipients, send_recorded
 from console.models import Run, WorkflowVersion
 from console.stepkinds import executed_code
 from console.timeutil import utcnow
 
 from .app import get_app, get_sandbox, job_context
-from .runtime import ClaimLost, RunInfo, StepLogger, StepResult, WaitRequested
+from .execution import Execution
+from .runtime import ClaimLost, RunInfo, StepLogger, StepResult
 from .sandbox import ControlHandler, Sandbox, StepCall, StepEnd
 
 log = logging.getLogger(__name__)
@@ -144,6 +143,8 @@ class PinnedVersion:
     id: int
     label: str
     definition: dict[str, Any]
+    # Each step's content hash (``console.runs.step_hash``), recorded with its executions.
+    hashes: dict[str, str]
 
 
 _versions: dict[tuple[int, str], PinnedVersion] = {}
@@ -173,84 +174,9 @@ def load_version(version_id: int) -> PinnedVersion:
         definition: dict[str, Any] = db.session.execute(
             select(WorkflowVersion.definition).where(WorkflowVersion.id == version_id)
         ).scalar_one()
-        pinned = _versions[key] = PinnedVersion(version_id, head.label, definition)
+        hashes = {step["name"]: domain.step_hash(step) for step in definition["steps"]}
+        pinned = _versions[key] = PinnedVersion(version_id, head.label, definition, hashes)
     return pinned
-
-
-class Execution:
-    """One execution of one step: what its ``ctx`` asks of the engine (suspend, rerun,
-    durable waits, email), each recorded under the run's claim."""
-
-    WAIT_PREFIX = "__wait__/"
-
-    def __init__(
-        self,
-        claim: domain.Claim,
-        step: str,
-        runs: int,
-        tasks: dict[str, Any],
-        record: Any,
-        sent: set[tuple[Any, ...]],
-    ) -> None:
-        self.claim, self.step, self.runs = claim, step, runs
-        self.tasks, self.record, self.sent = tasks, record, sent
-        self.suspend_waitpoint: str | None = None
-        self.rerun_request: tuple[str, float, Any] | None = None
-        self.opened = False
-        self.email_seq = 0
-
-    def _waitpoint(self, kind: str, expires_at: Any) -> str:
-        waitpoint = domain.open_waitpoint(self.claim, self.step, self.runs, kind, expires_at)
-        if waitpoint is None:
-            raise ClaimLost()
-        self.opened = True
-        return waitpoint
-
-    def suspend(self, seconds: float) -> Links:
-        if self.rerun_request is not None:
-            raise RuntimeError("a step cannot both suspend and rerun")
-        expires = utcnow() + timedelta(seconds=seconds)
-        self.suspend_waitpoint = self._waitpoint("suspend", expires)
-        return self._links(self.suspend_waitpoint)
-
-    def rerun(self, delay: float, context: Any, max_retries: int) -> Links:
-        if self.suspend_waitpoint is not None:
-            raise RuntimeError("a step cannot both suspend and rerun")
-        waitpoint = self._waitpoint("rerun", None)
-        # runs - 1 reruns so far; past max_retries the run proceeds with this output.
-        self.rerun_request = (waitpoint, delay, context) if self.runs - 1 < max_retries else None
-        return self._links(waitpoint)
-
-    @staticmethod
-    def _links(waitpoint: str) -> Links:
-        links = links_for(waitpoint)
-        db.session.commit()  # end the read: nothing is held while the step goes on
-        return links
-
-    def wait(self, key: str, seconds: float) -> None:
-        record_key = self.WAIT_PREFIX + key
-        recorded = self.tasks.get(record_key)
-        if recorded is None:
-            until = utcnow() + timedelta(seconds=seconds)
-            self.record(record_key, {"until": until.isoformat()})
-            self.tasks[record_key] = {"until": until.isoformat()}
-            raise WaitRequested(until)
-        until = datetime.fromisoformat(recorded["until"])
-        if until > utcnow():
-            raise WaitRequested(until)
-
-    def send_email(self, to: Any, subject: str, text: str, html: str | None) -> None:
-        seq, self.email_seq = self.email_seq, self.email_seq + 1
-        if (self.step, self.runs, seq) in self.sent:
-            return  # sent by an earlier pass of this execution (a replay or ctx.wait)
-        recipients = normalise_recipients(to)
-        message_id = domain.record_email(
-            self.claim, self.step, self.runs, seq, recipients, subject, text, html
-        )
-        if message_id is None:
-            raise ClaimLost()
-        self.sent.add((self.step, self.runs, seq))
-        send_recorded(message_id)
 
 
 class Runner:
@@ -334,6 +260,8 @@ class Runner:
                     attempt=attempts,
                     context=context,
                     callback_request=callback,
+                    recovered=bool(row is not None and row.recovered),
+                    previous_output=row.previous_output if row is not None else None,
                 ),
                 workflow=definition["name"],
                 version=version.label,
@@ -376,6 +304,8 @@ class Runner:
                 exists=row is not None,
                 runs=runs,
                 context=context,
+                content_hash=version.hashes[name],
+                reads=end.reads,
             )
             logs = logger.drain()
             if wait_until is not None and not exited:

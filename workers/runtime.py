@@ -67,7 +67,7 @@ def seconds_of(value: Any, what: str) -> float:
 
 
 class Control(Protocol):
-    """What a step's ``ctx`` asks of the engine that runs it (``workers.jobs.Execution``)."""
+    """What a step's ``ctx`` asks of the engine that runs it (``workers.execution.Execution``)."""
 
     def suspend(self, seconds: float) -> Any: ...
 
@@ -161,18 +161,112 @@ class StepResult:
     timed_out: bool = False
 
 
-class Steps(Mapping[str, StepResult]):
-    """``ctx.steps``: earlier steps by name, with item and attribute access."""
+class Reads:
+    """What one step execution read of the run's input and of earlier steps: a smart re-run
+    executes a step again only when something it read changes. ``input`` is a set of field
+    names, or ``None`` once the input was read whole (iterated, copied, compared)."""
 
-    def __init__(self, results: dict[str, StepResult]) -> None:
+    def __init__(self) -> None:
+        self.input: set[str] | None = set()
+        self.steps: set[str] = set()
+
+    def field(self, key: Any) -> None:
+        if self.input is not None:
+            self.input.add(str(key))
+
+    def whole_input(self) -> None:
+        self.input = None
+
+    def record(self) -> dict[str, Any]:
+        fields: Any = "*" if self.input is None else sorted(self.input)
+        return {"input": fields, "steps": sorted(self.steps)}
+
+
+class ReadInput(dict[str, Any]):
+    """``ctx.input``: a plain dict to the step's code (``json.dumps``, ``dict(...)``, ``**``
+    all work) that notes which fields it reads. Anything that sees every field at once
+    (iterating, copying, comparing, printing) reads the whole input."""
+
+    def __init__(self, data: Mapping[str, Any], reads: Reads) -> None:
+        super().__init__(data)
+        self._reads = reads
+
+    def __getitem__(self, key: Any) -> Any:
+        self._reads.field(key)
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._reads.field(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._reads.field(key)
+        return super().__contains__(key)
+
+    def _whole(self) -> None:
+        self._reads.whole_input()
+
+    def __iter__(self) -> Iterator[str]:
+        self._whole()
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._whole()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._whole()
+        return super().values()
+
+    def items(self) -> Any:
+        self._whole()
+        return super().items()
+
+    def __len__(self) -> int:
+        self._whole()
+        return super().__len__()
+
+    def __eq__(self, other: object) -> bool:
+        self._whole()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._whole()
+        return super().__repr__()
+
+    def copy(self) -> dict[str, Any]:
+        self._whole()
+        return dict(super().items())
+
+    def __copy__(self) -> dict[str, Any]:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(self.copy(), memo)
+
+    def __reduce__(self) -> Any:
+        return (dict, (self.copy(),))
+
+
+class Steps(Mapping[str, StepResult]):
+    """``ctx.steps``: earlier steps by name, with item and attribute access. With ``reads``,
+    it notes the steps read (iterating over them reads them all)."""
+
+    def __init__(self, results: dict[str, StepResult], reads: Reads | None = None) -> None:
         self._results = results
+        self._reads = reads
 
     def __getitem__(self, name: str) -> StepResult:
         try:
-            return self._results[name]
+            result = self._results[name]
         except KeyError:
             known = ", ".join(self._results) or "none yet"
             raise KeyError(f"no earlier step named {name!r} (completed: {known})") from None
+        if self._reads is not None:
+            self._reads.steps.add(name)
+        return result
 
     def __getattr__(self, name: str) -> StepResult:
         if name.startswith("_"):
@@ -183,6 +277,8 @@ class Steps(Mapping[str, StepResult]):
             raise AttributeError(str(exc)) from None
 
     def __iter__(self) -> Iterator[str]:
+        if self._reads is not None:
+            self._reads.steps.update(self._results)
         return iter(self._results)
 
     def __len__(self) -> int:

@@ -78,7 +78,7 @@ _STOPPED = "the step was stopped: "
 
 
 class StepHandler(Protocol):
-    """What a step asks of the engine while it executes (``workers.jobs.Execution`` plus the
+    """What a step asks of the engine while it executes (``workers.execution.Execution`` plus the
     run's task record). Exceptions it raises reach the step's code as the same built-in
     type (else ``RuntimeError``); ``WaitRequested`` ends the execution as a wait; any other
     ``BaseException`` (``ClaimLost``) kills the step process and propagates from
@@ -234,6 +234,8 @@ class StepEnd:
     killed_for: str | None = None
     requests: list[FlowRequest] = field(default_factory=list)
     seconds: float = 0.0
+    # What the execution read (``runtime.Reads.record``), None when not reported.
+    reads: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -649,6 +651,7 @@ class _Session:
         self.limits, self.call, self.handler, self.logger = limits, call, handler, logger
         self.budget = channel.LogBudget(limits.log_max_bytes)
         self.child_dropped = 0
+        self.reads: dict[str, Any] | None = None
         self.requests: list[FlowRequest] = []
         self.wait_until: datetime | None = None
 
@@ -755,6 +758,7 @@ class _Session:
 
     def done(self, sock: socket.socket, header: dict[str, Any], size: int) -> StepEnd:
         self.child_dropped = int(header.get("dropped") or 0)
+        self.reads = _reads(header.get("reads"))
         kind = header.get("kind")
         if self.wait_until is not None:
             return StepEnd("wait", wait_until=self.wait_until)
@@ -777,6 +781,7 @@ class _Session:
 
     def finish(self, end: StepEnd) -> StepEnd:
         end.requests = self.requests
+        end.reads = self.reads
         if end.summary is None and end.error is not None:
             end.summary = end.error.splitlines()[0]
         self.budget.dropped += self.child_dropped
@@ -793,6 +798,18 @@ class _Session:
                 }
             )
         return end
+
+
+def _reads(value: Any) -> dict[str, Any] | None:
+    """The reads a step process reported, if they have the shape ``Reads.record`` gives."""
+    if not isinstance(value, dict):
+        return None
+    fields, steps = value.get("input"), value.get("steps")
+    if fields != "*" and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+        return None
+    if not (isinstance(steps, list) and all(isinstance(n, str) for n in steps)):
+        return None
+    return {"input": fields, "steps": steps}
 
 
 def memory_error(memory_mb: int) -> str:

@@ -44,6 +44,8 @@ from .runtime import (
     Flow,
     FlowExit,
     PrintCapture,
+    ReadInput,
+    Reads,
     RunInfo,
     StepLogger,
     StepResult,
@@ -458,9 +460,10 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> bool:
     logger.link = link
     flow = ChildFlow(ChildControl(link))
     steps = {n: StepResult(n, *values) for n, values in (spec.get("steps") or {}).items()}
+    reads = Reads()
     ctx = Context(
-        input=spec.get("input") or {},
-        steps=Steps(steps),
+        input=ReadInput(spec.get("input") or {}, reads),
+        steps=Steps(steps, reads),
         run=RunInfo(**run),
         logger=logger,
         workflow=spec.get("workflow", ""),
@@ -522,6 +525,7 @@ def execute(sock: socket.socket, spec: dict[str, Any]) -> bool:
         logger.flush()
         link.open = False
     done["dropped"] = budget.dropped
+    done["reads"] = reads.record()
     try:
         channel.send(sock, done, payload)
     except channel.ChannelClosed:

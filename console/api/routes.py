@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import g, jsonify, request
+from flask import current_app, g, jsonify, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
@@ -16,7 +16,7 @@ from ..auth import role
 from ..definitions import save_workflow
 from ..errors import ConsoleError, NotFound, ValidationFailed
 from ..extensions import csrf, db
-from ..jsonbody import body_json
+from ..jsonbody import body_json, read_body
 from ..links import links_visible, mask_links
 from ..models import RUN_STATUSES, LogLine, Run, Workflow
 from ..serialize import run_detail, run_summary, workflow_detail, workflow_summary
@@ -76,6 +76,17 @@ def json_body(required: bool = True) -> Any:
     if not request.is_json:
         raise ConsoleError("The request body must be JSON (Content-Type: application/json)")
     return body_json(raw)
+
+
+def started_view(run: Run) -> dict[str, Any]:
+    """The answer to starting a run (also a re-run's and a recovery's)."""
+    return {
+        "id": run.id,
+        "status": run.status,
+        "workflow": run.workflow.name,
+        "version": run.version.label,
+        "url": run_summary(run)["url"],
+    }
 
 
 def load_workflow(name: str) -> Workflow:
@@ -177,14 +188,7 @@ def start_run(name: str) -> Any:
         idempotency_key=body.get("idempotency_key"),
         user=current_user.email,
     )
-    data = {
-        "id": run.id,
-        "status": run.status,
-        "workflow": workflow.name,
-        "version": run.version.label,
-        "url": run_summary(run)["url"],
-    }
-    response = jsonify(data)
+    response = jsonify(started_view(run))
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response, 202
@@ -226,6 +230,37 @@ def list_runs() -> Any:
 @role("viewer")
 def get_run(run_id: str) -> Any:
     return jsonify(run_detail(load_run(run_id), links=links_visible()))
+
+
+@bp.post("/runs/<run_id>/rerun")
+@role("operator")
+def rerun_run(run_id: str) -> Any:
+    """A new run from a finished one, or with ``dry_run`` only its plan."""
+    run = load_run(run_id)
+    request_ = domain.RerunRequest.parse(json_body(required=False))
+    if request_.dry_run:
+        plan, _, _ = domain.rerun_plan(run, request_)
+        return jsonify(plan=plan.view())
+    new, plan = domain.rerun_run(run, request_, current_user.email)
+    return jsonify({**started_view(new), "plan": plan.view()}), 202
+
+
+@bp.get("/runs/<run_id>/journal")
+@role("viewer")
+def run_journal(run_id: str) -> Any:
+    journal = domain.build_journal(load_run(run_id).id)
+    response = jsonify(journal if links_visible() else mask_links(journal))
+    response.headers["Content-Disposition"] = f'attachment; filename="journal-{run_id}.json"'
+    return response
+
+
+@bp.post("/journals")
+@role("operator")
+def recover_journal() -> Any:
+    """Recover: a new run that continues from the journal in the body."""
+    doc = body_json(read_body(current_app.config["JOURNAL_MAX_BYTES"]))
+    run, recovery = domain.recover_journal(doc, current_user)
+    return jsonify({**started_view(run), "plan": recovery.plan.view()}), 202
 
 
 @bp.post("/runs/<run_id>/<action>")

@@ -11,7 +11,9 @@ nothing.
 - ``checkpoints``: the worker's claim, lease and fenced records, and the replay reads.
 - ``waits``: waitpoints (suspend, rerun, ``ctx.wait``) and what their links do.
 - ``bulk``: actions on many runs, and those a worker applies in the background.
-- ``slots``: concurrency limits: who holds a slot, who may start next.
+- ``journal``: a run's journal; ``recover``: a new run that continues from one.
+- ``plan``: what a re-run reuses and executes, and why; ``rerun``: the re-run itself.
+- ``slots``: concurrency limits: who holds a slot, who may start next; ``notify``: emails.
 
 Callers import from here (``from console import runs``); the modules import each other in
 that order, ``waits`` reaching back to ``actions`` only for a cancel link.
@@ -55,6 +57,11 @@ from .checkpoints import (
     take_run,
     too_many_recoveries,
 )
+from .journal import FORMAT as JOURNAL_FORMAT
+from .journal import build_journal, shown_task_result
+from .plan import Plan, step_hash
+from .recover import Recovery, plan_recovery, recover_journal
+from .rerun import RerunRequest, rerun_plan, rerun_run, reruns_of
 from .slots import Slots, may_start, start_waiting, waiting_for, waiting_runs
 from .start import (
     IDEMPOTENCY_WINDOW,
@@ -88,6 +95,7 @@ __all__ = [
     "BULK_FROM",
     "CANCELED_WHILE_RUNNING",
     "IDEMPOTENCY_WINDOW",
+    "JOURNAL_FORMAT",
     "LINK_STATES",
     "MAX_IDEMPOTENCY_KEY",
     "PAUSABLE",
@@ -96,7 +104,10 @@ __all__ = [
     "Claim",
     "Decision",
     "LinkAnswer",
+    "Plan",
+    "Recovery",
     "Replay",
+    "RerunRequest",
     "Slots",
     "RunFilter",
     "StepOutcome",
@@ -104,6 +115,7 @@ __all__ = [
     "act_on_waitpoint",
     "allowed_actions",
     "apply_waitpoint",
+    "build_journal",
     "bulk_act",
     "cancel_run",
     "claim_run",
@@ -126,6 +138,7 @@ __all__ = [
     "open_waitpoint",
     "output_error",
     "pause_run",
+    "plan_recovery",
     "record_email",
     "record_step_canceled",
     "record_step_completed",
@@ -134,16 +147,22 @@ __all__ = [
     "record_step_suspended",
     "record_step_waiting",
     "record_task",
+    "recover_journal",
     "recovery_error",
     "release_run",
     "renew_lease",
     "rerun_callback",
+    "rerun_plan",
+    "rerun_run",
+    "reruns_of",
     "resume_run",
     "run_action",
     "schema_problems",
     "settle_waits",
+    "shown_task_result",
     "start_run",
     "start_waiting",
+    "step_hash",
     "take_run",
     "too_many_recoveries",
     "waiting_for",

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, update
+from sqlalchemy import and_, case, insert, update
 
 from ..errors import Conflict, ConsoleError, ValidationFailed
 from ..extensions import changed_rows, db, write_transaction
-from ..models import ACTIVE, TERMINAL, Run, StepRun
+from ..models import ACTIVE, TERMINAL, Run, RunEvent, StepRun
 from ..queueing import enqueue_run
 from ..timeutil import utcnow
 from .checkpoints import _close_waitpoints
@@ -22,9 +22,13 @@ from .waits import LINK_STATES, act_on_waitpoint, open_links, settle_waits
 PAUSABLE = ("pending", "running", "sleeping", "suspended")
 
 
-def _act(run_id: str, stmt: Any) -> tuple[Run, bool]:
+def _act(run_id: str, stmt: Any, event: str | None = None) -> tuple[Run, bool]:
+    """Apply one conditional UPDATE; ``event`` (the journal's ``paused``/``unpaused``) is
+    recorded in the same transaction when it changed the run."""
     write_transaction()
     changed = changed_rows(db.session.execute(stmt)) == 1
+    if changed and event is not None:
+        db.session.execute(insert(RunEvent).values(run_id=run_id, at=utcnow(), type=event))
     db.session.commit()
     run = get_run(run_id)
     db.session.refresh(run)
@@ -44,7 +48,7 @@ def pause_run(run_id: str) -> Run:
         .where(Run.id == run_id, Run.status.in_(PAUSABLE))
         .values(status="paused", paused_from=Run.status, updated_at=now)
     )
-    run, changed = _act(run_id, stmt)
+    run, changed = _act(run_id, stmt, "paused")
     if not changed:
         _refuse_terminal(run, "be paused")
     elif run.paused_from == "running":
@@ -67,7 +71,7 @@ def resume_run(run_id: str) -> Run:
         .where(Run.id == run_id, Run.status == "paused")
         .values(status=target, paused_from=None, updated_at=now)
     )
-    run, changed = _act(run_id, stmt)
+    run, changed = _act(run_id, stmt, "unpaused")
     if not changed:
         _refuse_terminal(run, "be resumed")
         return run

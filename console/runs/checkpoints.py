@@ -39,6 +39,7 @@ from ..models import (
     LogLine,
     OutboxMessage,
     Run,
+    RunEvent,
     StepRun,
     TaskResult,
     Waitpoint,
@@ -156,6 +157,8 @@ _UPDATE_STEP = (
         context=bindparam("b_context", type_=Json),
         resume_data=bindparam("b_resume", type_=Json),
         timed_out=bindparam("b_timed_out", type_=Boolean()),
+        content_hash=bindparam("b_hash", type_=String()),
+        reads=bindparam("b_reads", type_=Json),
         callback_request=None,
     )
 )
@@ -360,6 +363,9 @@ class StepOutcome:
     context: Any = None
     resume_data: Any = None
     timed_out: bool = False
+    # The step's content hash, and what the execution read (``workers.runtime.Reads``).
+    content_hash: str | None = None
+    reads: Any = None
 
     def __post_init__(self) -> None:
         self.error = storable(self.error)
@@ -388,6 +394,8 @@ def _write_step(conn: Any, claim: Claim, outcome: StepOutcome) -> None:
                 "b_context": outcome.context,
                 "b_resume": outcome.resume_data,
                 "b_timed_out": outcome.timed_out,
+                "b_hash": outcome.content_hash,
+                "b_reads": outcome.reads,
             },
         )
     else:
@@ -409,8 +417,43 @@ def _write_step(conn: Any, claim: Claim, outcome: StepOutcome) -> None:
                 "started_at": outcome.started_at,
                 "finished_at": outcome.finished_at,
                 "duration_ms": outcome.duration_ms,
+                "content_hash": outcome.content_hash,
+                "reads": outcome.reads,
             },
         )
+
+
+_INSERT_EVENT = insert(RunEvent.__table__)
+
+
+def record_execution(
+    conn: Any, claim: Claim, outcome: StepOutcome, event: str | None = None, data: Any = None
+) -> None:
+    """For the journal, inside the checkpoint's transaction: the start of an execution whose
+    step row a later execution overwrites (a failed attempt, a rerun, a wait, a suspend), and
+    what ended it (``event``). A step that completes at once needs neither: its row says it."""
+    rows = [
+        {
+            "run_id": claim.run_id,
+            "at": outcome.started_at,
+            "type": "step_started",
+            "step_name": outcome.name,
+            "runs": outcome.runs,
+            "data": {"attempt": outcome.attempts},
+        }
+    ]
+    if event is not None:
+        rows.append(
+            {
+                "run_id": claim.run_id,
+                "at": outcome.finished_at,
+                "type": event,
+                "step_name": outcome.name,
+                "runs": outcome.runs,
+                "data": data,
+            }
+        )
+    conn.execute(_INSERT_EVENT, rows)
 
 
 def record_step_completed(
@@ -481,7 +524,11 @@ def record_step_failed(
         db.session.rollback()
         return None
     _insert_logs(claim, logs)
-    _write_step(db.session.connection(), claim, outcome)
+    conn = db.session.connection()
+    record_execution(
+        conn, claim, outcome, "step_failed", {"attempt": outcome.attempts, "error": outcome.error}
+    )
+    _write_step(conn, claim, outcome)
     notice = None
     if retry_at is None:
         _close_waitpoints(claim.run_id)
@@ -640,6 +687,7 @@ def record_step_canceled(claim: Claim, outcome: StepOutcome, logs: list[dict[str
         select(_S.c.id).where(_S.c.run_id == claim.run_id, _S.c.name == outcome.name)
     ).first()
     error = CANCELED_WHILE_RUNNING + (f"\n\n{outcome.error}" if outcome.error else "")
+    record_execution(conn, claim, outcome)
     _write_step(
         conn,
         claim,
@@ -697,6 +745,8 @@ _LOAD_STEPS = select(
     StepRun.sleep_reason,
     StepRun.context,
     StepRun.callback_request,
+    StepRun.recovered,
+    StepRun.previous_output,
 ).where(StepRun.run_id == _ID)
 _LOAD_SENT = select(OutboxMessage.step_name, OutboxMessage.runs, OutboxMessage.seq).where(
     OutboxMessage.run_id == _ID, OutboxMessage.status != "failed"

@@ -4,6 +4,7 @@ and the pending run that a worker then advances."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..extensions import db, write_transaction
 from ..ids import new_id
-from ..models import Run, Workflow, WorkflowVersion
+from ..models import Run, StepRun, TaskResult, Workflow, WorkflowVersion
 from ..queueing import enqueue_run
 from ..text import text_problem
 from ..timeutil import utcnow
@@ -163,3 +164,77 @@ def _check_payload_size(value: Any, what: str) -> None:
         raise ValidationFailed(f"The {what} contains NaN or Infinity, which JSON does not allow")
     if size > limit:
         raise ValidationFailed(f"The {what} is {size} bytes; the limit is {limit}", status=413)
+
+
+@dataclass
+class Seed:
+    """A step of a new run taken from an earlier one (a re-run's plan, a journal): reused as
+    completed, or, when ``recovering``, executed with ``ctx.run.recovered`` and the recorded
+    output as ``previous_output``. ``tasks``: its recorded ``ctx.task`` results by key;
+    ``tasks_only``: the step executes anew, and only those are taken (a journal's first
+    incomplete step)."""
+
+    name: str
+    position: int
+    output: Any = None
+    resume_data: Any = None
+    timed_out: bool = False
+    runs: int = 1
+    reused_from: str | None = None
+    content_hash: str | None = None
+    reads: Any = None
+    recovering: bool = False
+    tasks: dict[str, Any] = field(default_factory=dict)
+    tasks_only: bool = False
+
+
+def start_seeded_run(
+    version: WorkflowVersion,
+    input: Any,
+    seeds: list[Seed],
+    *,
+    trigger: str,
+    user: str | None,
+    rerun_of: str | None = None,
+    recovered_from: str | None = None,
+) -> Run:
+    """Record a pending run whose ``seeds`` come from an earlier run, with their step rows and
+    task results, in one transaction, and enqueue it. The input is validated as for a start;
+    the worker skips the reused steps as it skips completed ones on a replay."""
+    run = new_run(version, input, trigger=trigger, user=user)
+    run.rerun_of, run.recovered_from = rerun_of, recovered_from
+    reused = {seed.position for seed in seeds if not (seed.recovering or seed.tasks_only)}
+    while run.current_step in reused:
+        run.current_step += 1
+    write_transaction()
+    db.session.add(run)
+    db.session.flush()
+    now = utcnow()
+    for seed in seeds:
+        for key, result in seed.tasks.items():
+            db.session.add(TaskResult(run_id=run.id, step_name=seed.name, key=key, result=result))
+        if seed.tasks_only:
+            continue
+        db.session.add(
+            StepRun(
+                run_id=run.id,
+                name=seed.name,
+                position=seed.position,
+                status="pending" if seed.recovering else "completed",
+                output=None if seed.recovering else seed.output,
+                resume_data=None if seed.recovering else seed.resume_data,
+                timed_out=False if seed.recovering else seed.timed_out,
+                runs=1 if seed.recovering else seed.runs,
+                attempts=0,
+                reused=not seed.recovering,
+                reused_from=None if seed.recovering else seed.reused_from,
+                content_hash=seed.content_hash,
+                reads=seed.reads,
+                recovered=seed.recovering,
+                previous_output=seed.output if seed.recovering else None,
+                finished_at=None if seed.recovering else now,
+            )
+        )
+    db.session.commit()
+    enqueue_run(run.id)
+    return run

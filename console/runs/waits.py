@@ -24,6 +24,7 @@ from .checkpoints import (
     _begin_fenced,
     _log_rows,
     _write_step,
+    record_execution,
 )
 from .notify import deliver_notification, record_notification
 from .start import get_run
@@ -117,6 +118,7 @@ def record_step_suspended(
         return None
     conn, status = fenced
     state, payload, expires = _waitpoint_state(waitpoint_id)
+    record_execution(conn, claim, outcome)
     if state == "resumed":
         outcome.status, outcome.resume_data = "completed", payload
         _write_step(conn, claim, outcome)
@@ -158,6 +160,7 @@ def record_step_rerun(
     woken = state == "resumed"
     now = utcnow()
     wake = now if woken else now + timedelta(seconds=delay)
+    record_execution(conn, claim, outcome, "rerun_requested", {"delay": delay, "context": context})
     outcome.status, outcome.sleep_reason = "sleeping", "rerun"
     outcome.runs, outcome.context, outcome.attempts = outcome.runs + 1, context, 0
     _write_step(conn, claim, outcome)
@@ -181,6 +184,7 @@ def record_step_waiting(
     if fenced is None:
         return None
     conn = fenced[0]
+    record_execution(conn, claim, outcome)
     outcome.status, outcome.sleep_reason = "sleeping", "wait"
     _write_step(conn, claim, outcome)
     _park(claim, outcome, "sleeping", until, outcome.position)
