@@ -193,7 +193,9 @@ class Config:
             Path(instance_path) / "archive"
         )
         self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip() or None
+        # Runs deleted per transaction, and how often the scheduler prunes one batch.
         self.PRUNE_BATCH = env_int("PRUNE_BATCH", 200)
+        self.PRUNE_INTERVAL = env_float("PRUNE_INTERVAL", 60.0)
         self.MAX_CONTENT_LENGTH = self.MAX_PAYLOAD_BYTES * 2
         # The largest journal a recovery takes (its routes take bodies up to this size).
         self.JOURNAL_MAX_BYTES = env_int("JOURNAL_MAX_BYTES", 16 * 1024 * 1024)

@@ -40,7 +40,8 @@ def outbox(run_id: str) -> list[Any]:
 
 def test_a_failed_run_sends_one_email_whatever_its_retries(app, define, work, inbox):
     workflow = define(
-        "flaky", [step("call", "raise RuntimeError('the API said no')", retries=2, retry_delay=0)],
+        "flaky",
+        [step("call", "raise RuntimeError('the API said no')", retries=2, retry_delay=0)],
         notify=NOTIFY,
     )
     run, _ = domain.start_run(workflow, {})
@@ -115,7 +116,13 @@ def test_notify_is_validated(app, api, notify, path):
 
 
 @pytest.mark.slow
-def test_a_worker_process_mails_a_failure_through_smtp(app, define, api, processes, mailing):
+def test_a_worker_process_mails_a_failure_through_smtp(
+    app,
+    define,
+    api,
+    processes,
+    mailing,  # noqa: F811
+):
     define("flaky", [("call", BOOM)], notify=NOTIFY)
     processes.worker()
     run_id = api.post("/api/workflows/flaky/runs", json={"input": {}}).json["id"]

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from console.models import Run, RunEvent, StepRun
 from console.extensions import db
+from console.models import Run, RunEvent, StepRun
 
 from .support import details_by_path, step
 

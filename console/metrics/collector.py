@@ -113,7 +113,9 @@ class ConsoleCollector(Collector):
             .group_by(Workflow.name, StepRun.status)
         ).all()
         counter = CounterMetricFamily(
-            "console_steps", "Step checkpoints by workflow and status", labels=["workflow", "status"]
+            "console_steps",
+            "Step checkpoints by workflow and status",
+            labels=["workflow", "status"],
         )
         for name, status, count in rows:
             counter.add_metric([name, status], int(count))

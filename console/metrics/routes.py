@@ -28,7 +28,9 @@ def _metrics_token_given() -> bool:
 def metrics() -> Any:
     token_user = current_user.is_authenticated and g.get("token_auth")
     if not (token_user or _metrics_token_given()):
-        answer = jsonify(error="send Authorization: Bearer <API token or METRICS_TOKEN>", details=[])
+        answer = jsonify(
+            error="send Authorization: Bearer <API token or METRICS_TOKEN>", details=[]
+        )
         return answer, 401, {"WWW-Authenticate": "Bearer"}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ConsoleCollector())

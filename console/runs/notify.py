@@ -11,6 +11,7 @@ Outbox as failed; it never changes the run.
 from __future__ import annotations
 
 import logging
+
 from sqlalchemy import insert, select
 
 from ..extensions import db
@@ -89,4 +90,3 @@ def deliver_notification(message_id: int | None) -> None:
     except Exception:  # the run's transition is committed; a mail problem must not undo it
         log.exception("notification %s was not delivered", message_id)
         db.session.rollback()
-
