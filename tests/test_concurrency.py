@@ -177,3 +177,62 @@ def test_a_killed_workers_slot_frees_when_its_lease_expires(
     assert max(samples) == 1, out
     rows = dict(fresh(select(Run.id, Run.replays).where(Run.id.in_((first, second)))))
     assert rows == {first: 1, second: 0}, out
+
+
+# ------------------------------------------------------------------------------ the editor
+
+
+def test_the_editor_sets_the_operations_fields_and_definitions_round_trip(app, api):
+    from tests.test_editor import Editor, draft_of
+
+    editor = Editor(app, "ed@example.com")
+    name = editor.create("Operated")
+    editor.add(name)
+    form = {
+        "title": "Operated",
+        "description": "",
+        "mode": "builder",
+        "fields-0-name": "",
+        "fields-0-type": "string",
+        "concurrency": "2",
+        "retention_days": "30",
+        "notify_email": "ops@example.com, lead@example.com",
+        "notify_suspended": "y",
+        "revision": editor.revision(name),
+    }
+    saved = editor.post(f"/workflows/{name}/input", form)
+    assert saved.status_code == 200, saved.get_data(as_text=True)
+    draft = draft_of(name)
+    assert draft is not None
+    assert (draft["concurrency"], draft["retention_days"]) == (2, 30)
+    assert draft["notify"] == {
+        "on": ["failed", "suspended"],
+        "email": ["ops@example.com", "lead@example.com"],
+    }
+    page = editor.page(f"/workflows/{name}")
+    assert 'value="ops@example.com, lead@example.com"' in page and 'value="30"' in page
+
+    refused = editor.post(
+        f"/workflows/{name}/input", {**form, "concurrency": "0", "revision": editor.revision(name)}
+    )
+    assert refused.status_code == 422
+
+    # A definition with the fields goes out and back in unchanged.
+    body = {
+        "name": "trip",
+        "steps": [step()],
+        "concurrency": 3,
+        "retention_days": 7,
+        "notify": {"on": ["failed"], "email": ["a@example.com"]},
+        "schedules": [{"name": "s", "cron": "0 9 * * *", "overlap": "skip"}],
+    }
+    assert api.put("/api/workflows/trip", json=body).status_code in (200, 201)
+    exported = api.get("/api/workflows/trip").json
+    for key in ("concurrency", "retention_days", "notify"):
+        assert exported[key] == body[key]
+    assert exported["schedules"][0]["overlap"] == "skip"
+    definition = {
+        k: v for k, v in exported.items() if k not in ("draft", "versions", "webhook_url")
+    }
+    again = api.put("/api/workflows/trip", json=definition)
+    assert again.status_code == 200 and again.json.get("published") is not True, again.json

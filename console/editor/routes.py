@@ -398,6 +398,7 @@ def save_input(name: str) -> Any:
     definition.update(
         input_schema=schema, title=form.title.data.strip(), description=form.description.data or ""
     )
+    definition.update(form.operations())
     try:
         _save(workflow, definition, form)
     except drafts.StaleDraft as stale:
@@ -414,6 +415,10 @@ def input_form_for(definition: dict[str, Any]) -> InputForm:
         "mode": "builder" if rows is not None else "raw",
         "fields": [*(rows or []), {}],
         "raw": json.dumps(schema, indent=2) if schema is not None else "",
+        "concurrency": definition.get("concurrency"),
+        "retention_days": definition.get("retention_days"),
+        "notify_email": ", ".join((definition.get("notify") or {}).get("email") or []),
+        "notify_suspended": "suspended" in ((definition.get("notify") or {}).get("on") or []),
     }
     return InputForm(formdata=None, data=data)
 
