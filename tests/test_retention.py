@@ -177,3 +177,24 @@ def test_the_sqlite_file_shrinks_after_a_large_prune(app, define, work, runner, 
     assert "Deleted 3000 run(s)" in answer.output, answer.output
     after = os.path.getsize(path)
     assert after < before / 5, (before, after)
+
+
+def test_migration_0010_from_0008_sets_up_the_operations(app_env, backend):
+    from tests.support import run_sql
+    from tests.test_processes import flask
+
+    assert flask(app_env, "db", "upgrade", "0008").returncode == 0
+    run_sql(
+        app_env,
+        "INSERT INTO workflows (name, title, description, created_at, updated_at, "
+        "draft_revision) VALUES ('old', '', '', '2026-01-01', '2026-01-01', 0)",
+        "INSERT INTO schedules (workflow_id, name, cron, timezone, enabled, missed, created_at, "
+        "updated_at) SELECT id, 'daily', '0 9 * * *', 'UTC', true, 'latest', '2026-01-01', "
+        "'2026-01-01' FROM workflows",
+    )
+    upgraded = flask(app_env, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert run_sql(app_env, "SELECT overlap FROM schedules") == "['allow']"
+    assert run_sql(app_env, "SELECT concurrency FROM workflows") == "[None]"
+    if backend == "sqlite":
+        assert run_sql(app_env, "PRAGMA auto_vacuum") == "[2]"  # incremental

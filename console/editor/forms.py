@@ -154,25 +154,11 @@ class InputForm(RevisionForm):
     )
     fields = FieldList(FormField(SchemaFieldForm), min_entries=1)
     raw = TextAreaField("JSON Schema (draft 2020-12)")
-    # How the workflow's runs are operated (docs/operations.md).
-    concurrency = IntegerField(
-        "Runs at once", validators=[Optional(), NumberRange(min=1, max=10_000)]
-    )
-    retention_days = IntegerField(
-        "Keep finished runs (days)", validators=[Optional(), NumberRange(min=1, max=36_500)]
-    )
+    # How the workflow's runs are operated (docs/operations.md); ``operations_of`` reads them.
+    concurrency = IntegerField("Runs at once", validators=[Optional(), NumberRange(1, 10_000)])
+    retention_days = IntegerField("Keep finished runs (days)", [Optional(), NumberRange(1, 36_500)])
     notify_email = StringField("Email on failure", validators=[Length(max=2000)])
     notify_suspended = BooleanField("Also when a run waits for an approval")
-
-    def operations(self) -> dict[str, Any]:
-        """The definition's ``concurrency``, ``retention_days`` and ``notify``."""
-        email = [a.strip() for a in (self.notify_email.data or "").split(",") if a.strip()]
-        on = ["failed", "suspended"] if self.notify_suspended.data else ["failed"]
-        return {
-            "concurrency": self.concurrency.data,
-            "retention_days": self.retention_days.data,
-            "notify": {"on": on, "email": email} if email else None,
-        }
 
 
 def _item_kind(prop: dict[str, Any]) -> str | None:

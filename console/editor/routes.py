@@ -398,12 +398,23 @@ def save_input(name: str) -> Any:
     definition.update(
         input_schema=schema, title=form.title.data.strip(), description=form.description.data or ""
     )
-    definition.update(form.operations())
+    definition.update(operations_of(form))
     try:
         _save(workflow, definition, form)
     except drafts.StaleDraft as stale:
         return input_response(workflow, form, [stale.message], 409)
     return input_response(workflow, None, [], 200, saved=True)
+
+
+def operations_of(form: InputForm) -> dict[str, Any]:
+    """The definition's ``concurrency``, ``retention_days`` and ``notify`` from the form."""
+    email = [a.strip() for a in (form.notify_email.data or "").split(",") if a.strip()]
+    on = ["failed", "suspended"] if form.notify_suspended.data else ["failed"]
+    return {
+        "concurrency": form.concurrency.data,
+        "retention_days": form.retention_days.data,
+        "notify": {"on": on, "email": email} if email else None,
+    }
 
 
 def input_form_for(definition: dict[str, Any]) -> InputForm:
