@@ -87,6 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .flow import bp as flow_bp
     from .hooks import bp as hooks_bp
     from .main import bp as main_bp
+    from .metrics import bp as metrics_bp
     from .outbox import bp as outbox_bp
     from .schedules import bp as schedules_bp
     from .secrets.routes import bp as secrets_bp
@@ -109,6 +110,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(accounts_bp)
     app.register_blueprint(demo_bp)
     app.register_blueprint(docs_bp)
+    app.register_blueprint(metrics_bp)
     csrf.exempt(demo_bp)  # a public demo service for step code, which has no session
     cli.init_app(app)
 

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import time
 from pathlib import Path
@@ -385,9 +387,13 @@ def runs_journal(run_id: str, output: str | None) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the new run to end and print it.")
 @click.option("--timeout", default=600.0, help="Seconds to wait with --wait.")
 def runs_recover(path: str, wait: bool, timeout: float) -> None:
-    """Start a run that continues from a journal file."""
+    """Start a run that continues from a journal file (JSON, or gzipped as the archive keeps
+    them)."""
     limit = int(current_app.config["JOURNAL_MAX_BYTES"])
     raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as unzipped:
+            raw = unzipped.read(limit + 1)  # never more than the limit, however it unpacks
     if len(raw) > limit:
         fail(ValueError(f"{path} is {len(raw)} bytes; JOURNAL_MAX_BYTES is {limit}"))
     doc = _json_option(raw.decode("utf-8", "replace"), path)
@@ -399,6 +405,27 @@ def runs_recover(path: str, wait: bool, timeout: float) -> None:
     click.echo(f"Started run {run.id} (recovered from run {recovery.journal_run})")
     if wait:
         wait_for(run.id, timeout)
+
+
+@runs_cli.command("prune")
+@click.option("--older-than", "days", type=click.IntRange(min=0), required=True, help="Days.")
+@click.option("--workflow", default=None, help="Only this workflow's runs.")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@click.option("--no-archive", is_flag=True, help="Delete without writing journals first.")
+def runs_prune(days: int, workflow: str | None, dry_run: bool, no_archive: bool) -> None:
+    """Delete finished runs that ended more than DAYS days ago, archiving their journals."""
+    from . import retention
+
+    verb = "Would delete" if dry_run else "Deleted"
+    count = 0
+    for pruned in retention.prune(days, workflow=workflow, dry_run=dry_run, archive=not no_archive):
+        count += 1
+        where = f" → {pruned.archive}" if pruned.archive else ""
+        click.echo(
+            f"{verb} run {pruned.id} ({pruned.workflow}, finished "
+            f"{pruned.finished_at:%Y-%m-%d %H:%M} UTC){where}"
+        )
+    click.echo(f"{verb} {count} run(s) finished more than {days} day(s) ago.")
 
 
 @runs_cli.command("show")

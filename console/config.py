@@ -190,6 +190,18 @@ class Config:
         # Workers that may die while one step executes (each death replays the step) before
         # the run fails instead: a step that kills its worker every time must end.
         self.MAX_STEP_RECOVERIES = env_int("MAX_STEP_RECOVERIES", 3)
+        # Operations (docs/operations.md): finished runs older than this many days are pruned
+        # by the scheduler (unset: kept forever), their journals archived first under
+        # ARCHIVE_DIR; METRICS_TOKEN also opens GET /metrics to a Prometheus server.
+        retention = os.environ.get("RUN_RETENTION_DAYS", "").strip()
+        self.RUN_RETENTION_DAYS = env_int("RUN_RETENTION_DAYS", 0) if retention else None
+        self.ARCHIVE_DIR = os.environ.get("ARCHIVE_DIR", "").strip() or str(
+            Path(instance_path) / "archive"
+        )
+        self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip() or None
+        # Runs deleted per transaction, and how often the scheduler prunes one batch.
+        self.PRUNE_BATCH = env_int("PRUNE_BATCH", 200)
+        self.PRUNE_INTERVAL = env_float("PRUNE_INTERVAL", 60.0)
         self.MAX_CONTENT_LENGTH = self.MAX_PAYLOAD_BYTES * 2
         # The largest journal a recovery takes (its routes take bodies up to this size).
         self.JOURNAL_MAX_BYTES = env_int("JOURNAL_MAX_BYTES", 16 * 1024 * 1024)

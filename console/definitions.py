@@ -17,11 +17,15 @@ from sqlalchemy.exc import IntegrityError
 from . import scheduling, stepkinds
 from .errors import Conflict, ValidationFailed
 from .extensions import db, write_transaction
+from .mail import normalise_recipients
 from .models import ACTIVE, Run, Workflow, WorkflowVersion
 from .text import nul_problems, text_problem
 from .timeutil import utcnow
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# How the console operates a workflow's runs (docs/operations.md); part of each version, and
+# copied onto the workflow from its latest one (``Workflow.concurrency`` …).
+OPERATIONS_KEYS = ("concurrency", "retention_days", "notify")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 STEP_DEFAULTS: dict[str, Any] = {
     "retries": 0,
@@ -39,8 +43,10 @@ TOP_KEYS = {
     "output_schema",
     "steps",
     "schedules",
+    *OPERATIONS_KEYS,
 }
-SCHEDULE_KEYS = {"name", "cron", "timezone", "input", "enabled", "missed"}
+SCHEDULE_KEYS = {"name", "cron", "timezone", "input", "enabled", "missed", "overlap"}
+NOTIFY_ON = ("failed", "suspended")
 MAX_STEPS = 200
 # Characters of the text fields a definition writes: the title's column is String(200); the
 # others are Text, limited so that one definition stays a sensible size.
@@ -216,6 +222,41 @@ def _normalise_schedule(raw: Any, index: int, problems: Problems) -> dict[str, A
     return schedule
 
 
+def _normalise_notify(raw: Any, problems: Problems) -> Any:
+    """``{"on": ["failed", "suspended"], "email": [addresses]}``; ``on`` defaults to failed."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.add("/notify", 'must be an object such as {"on": ["failed"], "email": [...]}')
+        return raw
+    for key in sorted(set(raw) - {"on", "email"}):
+        problems.add(f"/notify/{key}", "unknown field")
+    on = raw.get("on", ["failed"])
+    if not isinstance(on, list) or not on or any(item not in NOTIFY_ON for item in on):
+        problems.add("/notify/on", "must be a non-empty list of: failed, suspended")
+    email = raw.get("email")
+    try:
+        recipients = normalise_recipients(email) if email is not None else []
+    except ValueError as exc:
+        problems.add("/notify/email", str(exc).removeprefix("send_email: "))
+        return raw
+    if not recipients:
+        problems.add("/notify/email", "must list at least one address")
+    on = [item for item in NOTIFY_ON if isinstance(on, list) and item in on]
+    return {"on": on, "email": recipients}
+
+
+def _normalise_operations(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    limits = {"concurrency": 10_000, "retention_days": 36_500}
+    found: dict[str, Any] = {}
+    for key, most in limits.items():
+        value = found[key] = data.get(key)
+        if value is not None:
+            _number(value, f"/{key}", problems, minimum=1, maximum=most, integer=True)
+    found["notify"] = _normalise_notify(data.get("notify"), problems)
+    return found
+
+
 def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
     """Validate a definition and return it with every default filled in.
 
@@ -275,6 +316,7 @@ def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
             if all(item["path"] != path for item in problems.items):  # one problem per field
                 problems.add(path, message)
     definition["steps"] = steps
+    definition.update(_normalise_operations(data, problems))
 
     # Schedules are workflow-level state, not part of a version: only a definition that has
     # the key replaces them (``save_workflow``); one without it leaves them alone.
@@ -306,6 +348,9 @@ def _no_duplicates(names: list[Any], path: str, what: str, problems: Problems) -
 def content_hash(definition: dict[str, Any]) -> str:
     """Hash of what a version does; the label and the schedules are not part of it."""
     body = {k: v for k, v in definition.items() if k not in ("version", "schedules")}
+    # Unset operations settings hash as before they existed: re-importing an older file
+    # publishes nothing new.
+    body = {k: v for k, v in body.items() if not (k in OPERATIONS_KEYS and v is None)}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -395,6 +440,7 @@ def save_workflow(
         published_by=user,
     )
     db.session.add(version)
+    _copy_operations(workflow, stored)
     _set_draft(workflow, None, user)
     try:
         db.session.commit()
@@ -430,4 +476,12 @@ def delete_version(version: WorkflowVersion) -> None:
             "cancel or finish them first"
         )
     version.deleted_at = utcnow()
+    latest = version.workflow.latest_version
+    _copy_operations(version.workflow, latest.definition if latest is not None else {})
     db.session.commit()
+
+
+def _copy_operations(workflow: Workflow, definition: dict[str, Any]) -> None:
+    """The workflow follows its latest version's operations settings."""
+    for key in OPERATIONS_KEYS:
+        setattr(workflow, key, definition.get(key))

@@ -24,14 +24,29 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from .definitions import NAME_RE, STEP_DEFAULTS, normalise, save_workflow, snake_case
+from .definitions import (
+    NAME_RE,
+    OPERATIONS_KEYS,
+    STEP_DEFAULTS,
+    normalise,
+    save_workflow,
+    snake_case,
+)
 from .errors import Conflict, NotFound, ValidationFailed
 from .extensions import changed_rows, db, write_transaction
 from .models import Workflow, WorkflowVersion
 from .timeutil import isoformat, utcnow
 
 Steps = list[dict[str, Any]]
-DRAFT_KEYS = ("name", "title", "description", "input_schema", "output_schema", "steps")
+DRAFT_KEYS = (
+    "name",
+    "title",
+    "description",
+    "input_schema",
+    "output_schema",
+    "steps",
+    *OPERATIONS_KEYS,
+)
 STEP_SETTINGS = tuple(STEP_DEFAULTS)
 
 
@@ -360,6 +375,9 @@ def diff_definitions(old: dict[str, Any], new: dict[str, Any]) -> Diff:
         ("description", "Description"),
         ("input_schema", "Input schema"),
         ("output_schema", "Output schema"),
+        ("concurrency", "Runs at once"),
+        ("retention_days", "Keep finished runs (days)"),
+        ("notify", "Notifications"),
     ):
         before, after = old.get(key), new.get(key)
         if (before or None) != (after or None):

@@ -123,6 +123,12 @@ class Workflow(db.Model):  # type: ignore[name-defined]
     draft_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The operations settings of the latest published version (``concurrency``,
+    # ``retention_days``, ``notify``), kept here so that a worker's claim, the pruner and a
+    # failure read them without parsing a definition.
+    concurrency: Mapped[int | None]
+    retention_days: Mapped[int | None]
+    notify: Mapped[dict | None] = mapped_column(Json)
 
     versions: Mapped[list[WorkflowVersion]] = relationship(
         back_populates="workflow", order_by="WorkflowVersion.number"
@@ -175,6 +181,8 @@ class Run(db.Model):  # type: ignore[name-defined]
         Index("ix_runs_status_lease", "status", "lease_expires_at"),
         # The Tasks page: a workflow's runs by status, newest first, and their counts.
         Index("ix_runs_workflow_status_id", "workflow_id", "status", "id"),
+        # Retention: finished runs by age.
+        Index("ix_runs_finished_at", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
@@ -381,6 +389,8 @@ class Schedule(db.Model):  # type: ignore[name-defined]
     enabled: Mapped[bool] = mapped_column(default=True)
     # What to do about fires missed while no scheduler ran: skip, latest or all.
     missed: Mapped[str] = mapped_column(String(8), default="latest")
+    # A fire while the schedule's previous run is not finished: allow (start another) or skip.
+    overlap: Mapped[str] = mapped_column(String(8), default="allow", server_default="allow")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Every fire time up to this one is settled (handled: started, missed, skipped or failed;

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from .extensions import db
 from .links import links_for, mask_links
 from .models import ACTIVE, Run, StepRun, Workflow, WorkflowVersion
+from .runs.slots import waiting_for
 from .scheduling import schedule_definition, schedules_of
 from .timeutil import isoformat
 
@@ -31,6 +32,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "started_at": isoformat(run.started_at),
         "finished_at": isoformat(run.finished_at),
         "compute_ms": run.compute_ms,
+        "waiting_for": waiting_for(run),
         "rerun_of": run.rerun_of,
         "recovered_from": run.recovered_from,
         "url": run_url(run.id),

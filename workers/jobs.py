@@ -201,6 +201,8 @@ class Runner:
                 sandbox.end_run()  # the run's step process goes with its job
             if not again:
                 break
+        # Whatever happened, this worker holds no slot of the run's workflow now.
+        domain.start_waiting(self.run_id)
         return status
 
     # ----------------------------------------------------------------------------------

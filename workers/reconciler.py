@@ -3,7 +3,8 @@
 Every tick it enqueues sleeping runs whose timer is due and resumes suspended runs whose wait
 timed out. Every few seconds it also finds runs
 that should be on the queue and are not: pending runs whose job was lost (a Redis restart or
-FLUSHALL), and running runs whose worker died (their lease expired).
+FLUSHALL), and running runs whose worker died (their lease expired). A run that waits for a
+concurrency slot is left alone until it may start.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from rq.job import Job, JobStatus
 from sqlalchemy import and_, or_, select
 
 from console.extensions import db
-from console.models import Run, StepRun, Waitpoint
+from console.metrics.collector import REQUEUES_KEY
+from console.models import Run, StepRun, Waitpoint, Workflow
 from console.queueing import enqueue_run, get_redis
-from console.runs import settle_waits
+from console.runs import may_start, settle_waits
 from console.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,18 @@ def job_state(job_id: str | None) -> str | None:
     return getattr(status, "value", status)
 
 
+def _startable(workflow_ids: set[int]) -> dict[int, set[str]]:
+    """For each of these workflows with a concurrency limit, the runs that may start now."""
+    if not workflow_ids:
+        return {}
+    limits = db.session.execute(
+        select(Workflow.id, Workflow.concurrency).where(
+            Workflow.id.in_(workflow_ids), Workflow.concurrency.is_not(None)
+        )
+    ).all()
+    return {row.id: set(may_start(row.id, row.concurrency)) for row in limits}
+
+
 def requeue_lost_runs() -> int:
     """Enqueue runs that are due but whose job is not waiting in Redis."""
     now = utcnow()
@@ -95,7 +109,7 @@ def requeue_lost_runs() -> int:
     lease = timedelta(seconds=float(current_app.config["RUN_LEASE_SECONDS"]))
     settled = or_(Run.enqueued_at.is_(None), Run.enqueued_at < now - grace)
     rows = db.session.execute(
-        select(Run.id, Run.status, Run.job_id, Run.enqueued_at)
+        select(Run.id, Run.status, Run.job_id, Run.enqueued_at, Run.workflow_id)
         .where(
             or_(
                 and_(
@@ -109,9 +123,13 @@ def requeue_lost_runs() -> int:
         )
         .limit(BATCH)
     ).all()
+    startable = _startable({row.workflow_id for row in rows})
     db.session.commit()
     count = 0
     for row in rows:
+        allowed = startable.get(row.workflow_id)
+        if allowed is not None and row.id not in allowed:
+            continue  # waits for a concurrency slot; a freed slot enqueues it
         state = job_state(row.job_id)
         if state in WAITING:
             continue
@@ -132,4 +150,6 @@ def requeue_lost_runs() -> int:
         )
         enqueue_run(row.id)
         count += 1
+    if count:
+        get_redis().incrby(REQUEUES_KEY, count)  # for GET /metrics
     return count

@@ -3,7 +3,8 @@
 rq-scheduler moves its due jobs (cron fires) onto their queues; the reconciler delivers run
 timers and re-enqueues lost work, and keeps the schedules' rq-scheduler jobs equal to the
 database's schedules (``workers.schedules.reconcile``): on start, when a change asks for it,
-after a fire and every ``RECONCILE_INTERVAL``. Several scheduler processes may run: a Redis
+after a fire and every ``RECONCILE_INTERVAL``; every ``PRUNE_INTERVAL`` it prunes one batch of
+runs past their retention (``console.retention``). Several scheduler processes may run: a Redis
 lock lets one reconcile at a time, and every action is idempotent anyway.
 """
 
@@ -20,7 +21,9 @@ import redis
 from flask import current_app
 from rq_scheduler import Scheduler
 
+from console import retention
 from console.extensions import db
+from console.metrics.collector import record_tick
 
 from . import reconciler, schedules
 
@@ -41,6 +44,8 @@ class SchedulerProcess:
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = False
         self.last_reconcile = 0.0
+        self.prune_interval = float(current_app.config["PRUNE_INTERVAL"])
+        self.last_prune = 0.0
         # Schedules are reconciled on start (before rq-scheduler moves anything, so that a
         # fire left over from before an outage is treated as missed, not started late).
         self.schedules_due = True
@@ -68,6 +73,7 @@ class SchedulerProcess:
 
     def once(self) -> None:
         try:
+            record_tick(self.conn)
             if self.conn.set(LOCK_KEY, self.identity, nx=True, ex=max(2, int(self.tick * 5))):
                 try:
                     self.reconcile_schedules()
@@ -76,6 +82,9 @@ class SchedulerProcess:
                     if time.monotonic() - self.last_reconcile >= self.interval:
                         reconciler.requeue_lost_runs()
                         self.last_reconcile = time.monotonic()
+                    if time.monotonic() - self.last_prune >= self.prune_interval:
+                        self.last_prune = time.monotonic()
+                        retention.prune_by_policy()
                 finally:
                     self.conn.delete(LOCK_KEY)
             if self.scheduler.acquire_lock():

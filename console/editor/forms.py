@@ -154,6 +154,11 @@ class InputForm(RevisionForm):
     )
     fields = FieldList(FormField(SchemaFieldForm), min_entries=1)
     raw = TextAreaField("JSON Schema (draft 2020-12)")
+    # How the workflow's runs are operated (docs/operations.md); ``operations_of`` reads them.
+    concurrency = IntegerField("Runs at once", validators=[Optional(), NumberRange(1, 10_000)])
+    retention_days = IntegerField("Keep finished runs (days)", [Optional(), NumberRange(1, 36_500)])
+    notify_email = StringField("Email on failure", validators=[Length(max=2000)])
+    notify_suspended = BooleanField("Also when a run waits for an approval")
 
 
 def _item_kind(prop: dict[str, Any]) -> str | None:

@@ -398,11 +398,23 @@ def save_input(name: str) -> Any:
     definition.update(
         input_schema=schema, title=form.title.data.strip(), description=form.description.data or ""
     )
+    definition.update(operations_of(form))
     try:
         _save(workflow, definition, form)
     except drafts.StaleDraft as stale:
         return input_response(workflow, form, [stale.message], 409)
     return input_response(workflow, None, [], 200, saved=True)
+
+
+def operations_of(form: InputForm) -> dict[str, Any]:
+    """The definition's ``concurrency``, ``retention_days`` and ``notify`` from the form."""
+    email = [a.strip() for a in (form.notify_email.data or "").split(",") if a.strip()]
+    on = ["failed", "suspended"] if form.notify_suspended.data else ["failed"]
+    return {
+        "concurrency": form.concurrency.data,
+        "retention_days": form.retention_days.data,
+        "notify": {"on": on, "email": email} if email else None,
+    }
 
 
 def input_form_for(definition: dict[str, Any]) -> InputForm:
@@ -414,6 +426,10 @@ def input_form_for(definition: dict[str, Any]) -> InputForm:
         "mode": "builder" if rows is not None else "raw",
         "fields": [*(rows or []), {}],
         "raw": json.dumps(schema, indent=2) if schema is not None else "",
+        "concurrency": definition.get("concurrency"),
+        "retention_days": definition.get("retention_days"),
+        "notify_email": ", ".join((definition.get("notify") or {}).get("email") or []),
+        "notify_suspended": "suspended" in ((definition.get("notify") or {}).get("on") or []),
     }
     return InputForm(formdata=None, data=data)
 

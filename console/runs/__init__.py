@@ -13,6 +13,7 @@ nothing.
 - ``bulk``: actions on many runs, and those a worker applies in the background.
 - ``journal``: a run's journal; ``recover``: a new run that continues from one.
 - ``plan``: what a re-run reuses and executes, and why; ``rerun``: the re-run itself.
+- ``slots``: concurrency limits: who holds a slot, who may start next; ``notify``: emails.
 
 Callers import from here (``from console import runs``); the modules import each other in
 that order, ``waits`` reaching back to ``actions`` only for a cancel link.
@@ -61,6 +62,7 @@ from .journal import WAIT_PREFIX, build_journal
 from .plan import Plan, step_hash
 from .recover import Recovery, plan_recovery, recover_journal
 from .rerun import RerunRequest, rerun_plan, rerun_run, reruns_of
+from .slots import Slots, may_start, start_waiting, waiting_for, waiting_runs
 from .start import (
     IDEMPOTENCY_WINDOW,
     MAX_IDEMPOTENCY_KEY,
@@ -107,6 +109,7 @@ __all__ = [
     "Recovery",
     "Replay",
     "RerunRequest",
+    "Slots",
     "RunFilter",
     "StepOutcome",
     "act_on_link",
@@ -130,6 +133,7 @@ __all__ = [
     "id_bound",
     "input_problems",
     "load_replay",
+    "may_start",
     "new_run",
     "open_links",
     "open_waitpoint",
@@ -157,7 +161,10 @@ __all__ = [
     "schema_problems",
     "settle_waits",
     "start_run",
+    "start_waiting",
     "step_hash",
     "take_run",
     "too_many_recoveries",
+    "waiting_for",
+    "waiting_runs",
 ]

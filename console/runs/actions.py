@@ -15,6 +15,7 @@ from ..models import ACTIVE, TERMINAL, Run, RunEvent, StepRun
 from ..queueing import enqueue_run
 from ..timeutil import utcnow
 from .checkpoints import _close_waitpoints
+from .slots import start_waiting
 from .start import _check_payload_size, get_run
 from .waits import LINK_STATES, act_on_waitpoint, open_links, settle_waits
 
@@ -50,6 +51,9 @@ def pause_run(run_id: str) -> Run:
     run, changed = _act(run_id, stmt, "paused")
     if not changed:
         _refuse_terminal(run, "be paused")
+    elif run.paused_from == "running":
+        start_waiting(run_id)  # a paused run holds no slot, even while its step finishes
+        db.session.refresh(run)
     return run
 
 
@@ -109,6 +113,8 @@ def cancel_run(run_id: str) -> Run:
         )
         _close_waitpoints(run_id)
     db.session.commit()
+    if changed:
+        start_waiting(run_id)  # its slot, if it held one, is free at once
     run = get_run(run_id)
     db.session.refresh(run)
     if not changed:

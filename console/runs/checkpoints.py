@@ -48,6 +48,8 @@ from ..queueing import enqueue_run
 from ..secrets.vault import opened_task_result
 from ..text import storable
 from ..timeutil import UTCDateTime, utcnow
+from .notify import deliver_notification, record_notification
+from .slots import slot_free
 from .start import schema_problems
 
 
@@ -177,9 +179,13 @@ def _lease_params(claim: Claim, now: datetime) -> dict[str, Any]:
 
 def take_run(run_id: str, owner: str) -> Claim | None:
     """Take a run that is due: pending, sleeping past its timer, or running on a dead lease
-    (which counts as a recovery of its current step). None when it is not due."""
+    (which counts as a recovery of its current step). None when it is not due, or when its
+    workflow's concurrency slots are taken (``slots``)."""
     params = _lease_params(Claim(run_id, owner), utcnow())
     conn = write_transaction()
+    if not slot_free(conn, run_id, params["b_now"]):
+        db.session.rollback()
+        return None
     recoveries = conn.execute(_CLAIM, params).scalar()
     db.session.commit()
     return None if recoveries is None else Claim(run_id, owner, int(recoveries))
@@ -524,21 +530,27 @@ def record_step_failed(
         conn, claim, outcome, "step_failed", {"attempt": outcome.attempts, "error": outcome.error}
     )
     _write_step(conn, claim, outcome)
+    notice = None
     if retry_at is None:
         _close_waitpoints(claim.run_id)
+        notice = record_notification(
+            claim.run_id, "failed", outcome.name, outcome.runs, outcome.error
+        )
     db.session.commit()
+    deliver_notification(notice)
     return "failed" if retry_at is None else status
 
 
 def continue_after_boundary(claim: Claim, status: str) -> bool:
     """At a step boundary: keep going, or let go of a run an operator paused.
 
-    A run that was paused and resumed while its step ran is ``pending`` and still ours.
+    A run that was paused and resumed while its step ran is ``pending`` and still ours; it
+    goes on if its workflow has a free slot, else it waits like any other pending run.
     """
     if status == "running":
         return True
-    write_transaction()
-    if status == "pending":
+    conn = write_transaction()
+    if status == "pending" and slot_free(conn, claim.run_id, utcnow()):
         result = db.session.execute(
             update(Run)
             .where(Run.id == claim.run_id, Run.lease_owner == claim.owner, Run.status == "pending")
@@ -623,7 +635,11 @@ def finish_run(
                 for position, name in skipped
             ],
         )
+    notice = None
+    if status == "failed":
+        notice = record_notification(claim.run_id, "failed", None, error=storable(error))
     db.session.commit()
+    deliver_notification(notice)
     return True
 
 

@@ -27,6 +27,7 @@ from .checkpoints import (
     _write_step,
     record_execution,
 )
+from .notify import deliver_notification, record_notification
 from .start import get_run
 
 
@@ -136,7 +137,9 @@ def record_step_suspended(
     outcome.status = "suspended"
     _write_step(conn, claim, outcome)
     _park(claim, outcome, "suspended", expires, outcome.position + 1)
+    notice = record_notification(claim.run_id, "suspended", outcome.name, outcome.runs)
     db.session.commit()
+    deliver_notification(notice)
     return "suspended"
 
 

@@ -11,12 +11,16 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length
 
 from ..jsonbody import JSONRefused, parse_json
-from ..scheduling import DEFAULT_MISSED
+from ..scheduling import DEFAULT_MISSED, DEFAULT_OVERLAP
 
 MISSED_CHOICES = [
     SelectChoice("latest", "Latest: run the latest missed fire"),
     SelectChoice("all", "All: run every missed fire"),
     SelectChoice("skip", "Skip: record them, run none"),
+]
+OVERLAP_CHOICES = [
+    SelectChoice("allow", "Allow: start a run at every fire"),
+    SelectChoice("skip", "Skip: no new run while the last one is unfinished"),
 ]
 
 
@@ -27,6 +31,7 @@ class ScheduleForm(FlaskForm):
     input = TextAreaField("Input")
     enabled = BooleanField("Enabled", default=True)
     missed = SelectField("Missed fires", choices=MISSED_CHOICES, default=DEFAULT_MISSED)
+    overlap = SelectField("Overlap", choices=OVERLAP_CHOICES, default=DEFAULT_OVERLAP)
 
     def values(self) -> dict[str, Any] | None:
         """The schedule as the domain takes it, or None with the input field's error set.
@@ -53,6 +58,7 @@ class ScheduleForm(FlaskForm):
             "input": value,
             "enabled": bool(self.enabled.data),
             "missed": self.missed.data,
+            "overlap": self.overlap.data,
         }
 
     def show_errors(self, details: list[dict[str, str]]) -> None:

@@ -31,6 +31,10 @@ MISSED_WORDS = {
     "all": "after an outage, one run for every missed fire",
     "skip": "after an outage, missed fires are recorded, not started",
 }
+OVERLAP_WORDS = {
+    "allow": "a fire starts a run even while the previous one is unfinished",
+    "skip": "a fire while the previous run is unfinished is recorded as skipped",
+}
 
 
 @dataclass
@@ -113,6 +117,7 @@ def page_context(workflow: Workflow, form: ScheduleForm | None = None) -> dict[s
         "toggle": ToggleForm(),
         "can_edit": current_user.has_role("editor"),
         "missed_words": MISSED_WORDS,
+        "overlap_words": OVERLAP_WORDS,
         "workflow_url": workflow_url(workflow),
         "timezones": sorted(available_timezones()),
         "preview": preview_context(form.cron.data or "", form.timezone.data or ""),
@@ -173,6 +178,7 @@ def edit(name: str, schedule_name: str) -> Any:
         input=input_text(schedule),
         enabled=schedule.enabled,
         missed=schedule.missed,
+        overlap=schedule.overlap,
     )
     return render_edit(workflow, schedule, form)
 

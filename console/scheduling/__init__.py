@@ -30,8 +30,10 @@ from .firing import (
 )
 from .schedules import (
     DEFAULT_MISSED,
+    DEFAULT_OVERLAP,
     DIRTY_KEY,
     MISSED_POLICIES,
+    OVERLAP_POLICIES,
     create_schedule,
     default_timezone,
     delete_schedule,
@@ -48,8 +50,10 @@ from .schedules import (
 __all__ = [
     "CATCH_UP_BATCH",
     "DEFAULT_MISSED",
+    "DEFAULT_OVERLAP",
     "DIRTY_KEY",
     "MISSED_POLICIES",
+    "OVERLAP_POLICIES",
     "Active",
     "active_schedules",
     "catch_up",

@@ -2,6 +2,8 @@
 unique row inserted in the same transaction as the run (``fire``, called by the worker job);
 missed fires after an outage follow the per-schedule policy ``skip``, ``latest`` (default) or
 ``all`` (``catch_up``, called by the scheduler process, which registers ``active_schedules``).
+A schedule whose ``overlap`` is ``skip`` records a fire while its previous run is unfinished as
+``skipped`` and starts nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import ValidationFailed
 from ..extensions import db, write_transaction
-from ..models import Run, Schedule, ScheduleFire, WorkflowVersion
+from ..models import ACTIVE, Run, Schedule, ScheduleFire, WorkflowVersion
 from .cron import fire_times, is_fire_time, next_fire, previous_fire
 
 log = logging.getLogger(__name__)
@@ -240,6 +242,16 @@ def fire(
     existing = _fire_row(schedule_id, fire_at)
     if existing is not None:
         return existing
+    if schedule.overlap == "skip":
+        unfinished = _unfinished_run(schedule_id)
+        if unfinished is not None:
+            _record_skipped(
+                schedule_id,
+                fire_at,
+                f"Not started: the previous run {unfinished[0]} was still {unfinished[1]}"
+                " (overlap: skip).",
+            )
+            return _fire_row(schedule_id, fire_at)
     run: Run | None = None
     error = None
     try:
@@ -270,6 +282,18 @@ def fire(
     if run is not None:
         enqueue_run(run.id)
     return row
+
+
+def _unfinished_run(schedule_id: int) -> tuple[str, str] | None:
+    """The schedule's latest run, (id, status), while it is not finished."""
+    row = db.session.execute(
+        select(Run.id, Run.status)
+        .join(ScheduleFire, ScheduleFire.run_id == Run.id)
+        .where(ScheduleFire.schedule_id == schedule_id)
+        .order_by(ScheduleFire.fire_at.desc())
+        .limit(1)
+    ).first()
+    return (row.id, row.status) if row is not None and row.status in ACTIVE else None
 
 
 def _fire_row(schedule_id: int, fire_at: datetime) -> ScheduleFire | None:

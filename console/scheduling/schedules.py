@@ -39,6 +39,8 @@ MAX_CRON = 120
 MAX_TIMEZONE = 64
 MAX_INPUT_CODE = 100_000
 DEFAULT_MISSED = "latest"
+OVERLAP_POLICIES = ("allow", "skip")
+DEFAULT_OVERLAP = "allow"
 DIRTY_KEY = "console:schedules:dirty"
 
 
@@ -84,7 +86,7 @@ def default_timezone() -> str:
 
 def normalise_schedule(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """A schedule as the definition format has it with defaults filled in, and its
-    problems by field. ``missed`` is kept only when it is not the default."""
+    problems by field. ``missed`` and ``overlap`` are kept only when not the default."""
     schedule: dict[str, Any] = {
         "name": raw.get("name"),
         "cron": raw.get("cron"),
@@ -95,6 +97,9 @@ def normalise_schedule(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
     missed = raw.get("missed", DEFAULT_MISSED)
     if missed != DEFAULT_MISSED:
         schedule["missed"] = missed
+    overlap = raw.get("overlap", DEFAULT_OVERLAP)
+    if overlap != DEFAULT_OVERLAP:
+        schedule["overlap"] = overlap
     if isinstance(schedule["cron"], str):
         schedule["cron"] = " ".join(schedule["cron"].split())
     problems: dict[str, str] = {}
@@ -120,6 +125,8 @@ def normalise_schedule(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
         problems["enabled"] = "must be true or false"
     if missed not in MISSED_POLICIES:
         problems["missed"] = "must be one of latest, skip, all"
+    if overlap not in OVERLAP_POLICIES:
+        problems["overlap"] = "must be allow or skip"
     return schedule, problems
 
 
@@ -137,6 +144,8 @@ def schedule_definition(schedule: Schedule) -> dict[str, Any]:
     }
     if schedule.missed != DEFAULT_MISSED:
         data["missed"] = schedule.missed
+    if schedule.overlap != DEFAULT_OVERLAP:
+        data["overlap"] = schedule.overlap
     return data
 
 
@@ -159,6 +168,7 @@ def _apply(row: Schedule, data: dict[str, Any]) -> None:
     row.cron, row.timezone, row.enabled = timing
     row.input, row.input_code = (None, value) if isinstance(value, str) else (value, None)
     row.missed = data.get("missed", DEFAULT_MISSED)
+    row.overlap = data.get("overlap", DEFAULT_OVERLAP)
     row.updated_at = utcnow()
 
 

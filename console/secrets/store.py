@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Text, cast, select
 
 from ..errors import Conflict, NotFound, ValidationFailed
-from ..extensions import db
+from ..extensions import db, write_transaction
 from ..models import Secret, TaskResult
 from ..timeutil import isoformat, utcnow
 from . import vault
@@ -82,6 +82,10 @@ def set_secret(name: Any, value: Any, user: str | None) -> tuple[Secret, bool]:
     problem = value_problem(value)
     if problem:
         raise ValidationFailed(f"The value {problem}", [{"path": "/value", "message": problem}])
+    # Read and write in one write transaction: on SQLite a read transaction cannot become a
+    # write once another connection has committed since it began ("database is locked").
+    db.session.commit()
+    write_transaction()
     secret = db.session.scalar(select(Secret).where(Secret.name == name))
     created = secret is None
     now = utcnow()
@@ -96,9 +100,12 @@ def set_secret(name: Any, value: Any, user: str | None) -> tuple[Secret, bool]:
 
 def delete_secret(name: str, force: bool = False) -> None:
     """Delete a secret; refused (409, naming them) while workflows use it, unless ``force``."""
-    secret = get_secret(name)
     users = used_by().get(name, [])
+    db.session.commit()
+    write_transaction()  # as in ``set_secret``
+    secret = get_secret(name)
     if users and not force:
+        db.session.rollback()
         raise Conflict(
             f"Secret {name} is used by the latest version of {', '.join(users)}; "
             "delete with ?force=1 to delete it anyway",

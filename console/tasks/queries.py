@@ -219,6 +219,8 @@ class Card:
     actions: tuple[str, ...] = ()
     deadline: str | None = None
     waiting_step: str | None = None
+    # Pending for a concurrency slot: (runs holding one, the workflow's limit).
+    slots: tuple[int, int] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -244,6 +246,7 @@ def build_cards(rows: Sequence[Any]) -> list[Card]:
     infos = version_infos({r.version_id for r in rows})
     waiting = open_waits([r.id for r in rows if r.status in ("suspended", "paused")])
     shown = links_visible()
+    slotted = domain.waiting_runs([r.id for r in rows if r.status == "pending"])
     cards = []
     for r in rows:
         info = infos.get(r.version_id) or VersionInfo("?", "", "?", ())
@@ -271,6 +274,7 @@ def build_cards(rows: Sequence[Any]) -> list[Card]:
                 actions=domain.allowed_actions(r.status, r.paused_from, wait is not None),
                 deadline=isoformat(wait[1]) if wait else None,
                 waiting_step=wait[0] if wait else None,
+                slots=(slotted[r.id].running, slotted[r.id].limit) if r.id in slotted else None,
             )
         )
     return cards
