@@ -171,6 +171,7 @@ def measure_step_overhead(
     per_op: list[float] = []
     overhead: list[float] = []
     ratios: list[float] = []
+    driver_ratios: list[float] = []
     for _ in range(rounds):
         engine.append(time_engine_run(env, flow))
         engine_small.append(time_engine_run(env, flow_small))
@@ -182,6 +183,7 @@ def measure_step_overhead(
         dbapi.append(mean(time_commits(commit_dbapi, commits_per_round)))
         overhead.append((engine[-1] - bare[-1]) / steps)
         ratios.append(overhead[-1] / plain[-1])
+        driver_ratios.append(overhead[-1] / dbapi[-1])
     _raw.pop("cursor").close()
     _raw.pop("conn").close()
     _raw.clear()
@@ -196,6 +198,7 @@ def measure_step_overhead(
         "database": db.engine.dialect.name,
         "per_step_overhead_us": median(overhead) * 1e6,
         "ratio_to_commit": median(ratios),
+        "ratio_to_driver_commit": median(driver_ratios),
         "marginal_step_us": median(slopes) * 1e6,
         "fixed_run_us": median(fixed) * 1e6,
         "small_steps": small,

@@ -1,0 +1,317 @@
+"""``latency`` and ``memory``: the whole stack as real processes on loopback, as ``flask up``
+runs it (gunicorn with the console's settings, one ``flask worker``, ``flask scheduler``), on
+the benchmark's SQLite database and embedded Redis, driven over HTTP like a client would.
+
+* ``run_10_steps``: ``POST /api/workflows/<name>/runs`` of a 10-step no-op run, then
+  ``GET /api/runs/<id>`` every ``POLL_S`` until it answers ``completed``: the time from
+  sending the POST to reading ``completed`` (the poll's granularity included).
+* ``resume_to_next_step``: a run whose first step calls ``ctx.flow.suspend``; once the API
+  shows it ``suspended`` with its links, ``POST`` its resume link (no credentials, as a
+  service would) and read the wall-clock time at which the second step's code started (its
+  return value): the time from sending the POST to that start.
+* ``timer_lateness``: a step that calls ``ctx.wait("w", 1)`` and then returns
+  ``time.time()``: the re-entered step's time minus the wake-up time the engine recorded for
+  the wait (its ``__wait__/w`` task result). The runs start ``TIMER_SPACING_S`` apart.
+* ``memory``: the worker process's resident set (``VmRSS``; its step processes beside it)
+  idle after start, before any run; after the latency runs and a warm-up; and after
+  ``runs`` 1-step no-op runs in all, started in chunks with ``start_run`` while it drains
+  them. Growth is against the idle figure (the aim), and against the warm one.
+
+The same clock serves both sides (one machine), so wall-clock differences are fair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+
+import console.runs as domain
+from console.auth import create_token, create_user
+from console.definitions import save_workflow
+from console.extensions import db
+from console.models import Run, TaskResult, Workflow
+from workers.supervisor import web_command
+
+from .harness import BenchEnv, log, median
+
+POLL_S = 0.002
+TIMER_SPACING_S = 0.35
+RESUME_CODE = "def run(ctx):\n    ctx.flow.suspend(3600)\n    return None\n"
+STARTED_CODE = "import time\n\n\ndef run(ctx):\n    return time.time()\n"
+TIMER_CODE = "import time\n\n\ndef run(ctx):\n    ctx.wait('w', 1)\n    return time.time()\n"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Api:
+    """A keep-alive HTTP client of the live web process."""
+
+    def __init__(self, base: str, token: str | None) -> None:
+        parts = urlsplit(base)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.token = token
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                response = self.conn.getresponse()
+                raw = response.read()
+                break
+            except (http.client.HTTPException, OSError):
+                self.conn.close()  # the server closed an idle keep-alive connection
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                if attempt == 2:
+                    raise
+        try:
+            answer = json.loads(raw) if raw else None
+        except ValueError:
+            answer = raw.decode(errors="replace")
+        return response.status, answer
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return children + [g for c in children for g in descendants(c)]
+
+
+def tree_rss_kb(pid: int) -> int:
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):  # a step process that just ended
+            total += rss_kb(p)
+    return total
+
+
+class Stack:
+    def __init__(self, env: BenchEnv) -> None:
+        self.env = env
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        env.env["BASE_URL"] = self.base  # resume links point at this web process
+        os.environ["BASE_URL"] = self.base
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        env.start_process("web", web_command(gunicorn, f"127.0.0.1:{port}"))
+        self.worker = env.start_worker(simple=False, burst=False)
+        env.start_process("scheduler", [sys.executable, "-m", "flask", "scheduler"])
+        user, _ = create_user("bench-operator@example.com", "operator")
+        self.api = Api(self.base, create_token(user, "bench"))
+        self.anonymous = Api(self.base, None)
+        self.until(lambda: self.health().get("workers", 0) >= 1, "the web server and a worker")
+
+    def health(self) -> dict[str, Any]:
+        try:
+            status, body = self.anonymous.call("GET", "/healthz")
+        except OSError:
+            return {}
+        return body if status in (200, 503) and isinstance(body, dict) else {}
+
+    def until(self, predicate: Any, what: str, timeout: float = 60.0, poll: float = 0.1) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(poll)
+        logs = "\n".join(self.env.worker_logs())
+        raise RuntimeError(f"timed out waiting for {what}\n{logs}")
+
+    def start(self, workflow: str) -> str:
+        status, body = self.api.call("POST", f"/api/workflows/{workflow}/runs", {})
+        if status != 202:
+            raise RuntimeError(f"starting {workflow}: {status} {body}")
+        return str(body["id"])
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        status, body = self.api.call("GET", f"/api/runs/{run_id}")
+        if status != 200:
+            raise RuntimeError(f"GET /api/runs/{run_id}: {status} {body}")
+        if body["status"] in ("failed", "canceled"):
+            raise RuntimeError(f"run {run_id} {body['status']}: {body.get('error')}")
+        return dict(body)
+
+    def completed(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        found: dict[str, Any] = self.until(
+            lambda: (r := self.run(run_id))["status"] == "completed" and r,
+            f"run {run_id} to complete",
+            timeout,
+            POLL_S,
+        )
+        return found
+
+
+def publish(name: str, codes: list[str]) -> None:
+    steps = [{"name": f"s{i:03d}", "code": code} for i, code in enumerate(codes)]
+    save_workflow({"name": name, "steps": steps})
+    db.session.commit()
+
+
+def percentiles(samples: list[float]) -> dict[str, Any]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"p50_ms": median(ordered) * 1e3, "p99_ms": p99 * 1e3, "n": len(ordered)}
+
+
+def run_latency(stack: Stack) -> float:
+    started = time.perf_counter()
+    run_id = stack.start("bench_live_10")
+    stack.completed(run_id)
+    return time.perf_counter() - started
+
+
+def resume_latency(stack: Stack) -> float:
+    run_id = stack.start("bench_live_resume")
+    found = stack.until(
+        lambda: (r := stack.run(run_id)).get("links") and r, "a suspended run", 60, POLL_S
+    )
+    path = urlsplit(found["links"]["resume_url"]).path
+    sent = time.time()
+    status, body = stack.anonymous.call("POST", path, {})
+    if status != 200:
+        raise RuntimeError(f"POST {path}: {status} {body}")
+    done = stack.completed(run_id)
+    return float(done["steps"][1]["output"]) - sent
+
+
+def timer_lateness(stack: Stack, count: int) -> list[float]:
+    ids = []
+    for _ in range(count):
+        ids.append(stack.start("bench_live_timer"))
+        time.sleep(TIMER_SPACING_S)
+    late = []
+    for run_id in ids:
+        entered = float(stack.completed(run_id, 30)["steps"][0]["output"])
+        recorded = db.session.scalar(
+            select(TaskResult.result).where(
+                TaskResult.run_id == run_id, TaskResult.key == domain.WAIT_PREFIX + "w"
+            )
+        )
+        db.session.commit()
+        late.append(entered - datetime.fromisoformat(recorded["until"]).timestamp())
+    return late
+
+
+def measure_live(env: BenchEnv, runs: int, resumes: int, timers: int, memory_runs: int) -> Any:
+    """Returns ``(latency, memory)``."""
+    publish("bench_live_10", ["def run(ctx):\n    return None\n"] * 10)
+    publish("bench_live_resume", [RESUME_CODE, STARTED_CODE])
+    publish("bench_live_timer", [TIMER_CODE])
+    publish("bench_live_1", ["def run(ctx):\n    return None\n"])
+    stack = Stack(env)
+    try:
+        time.sleep(1.0)  # let the worker settle in its idle loop
+        idle, idle_tree = rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid)
+        for _ in range(3):  # warm-up: first requests, first runs
+            run_latency(stack)
+        resume_latency(stack)
+        run_s, resume_s = [], []
+        for i in range(max(runs, resumes)):  # interleaved, so drift hits both alike
+            if i < runs:
+                run_s.append(run_latency(stack))
+            if i < resumes:
+                resume_s.append(resume_latency(stack))
+        late = timer_lateness(stack, timers)
+        latency = {
+            "run_10_steps": percentiles(run_s),
+            "resume_to_next_step": percentiles(resume_s),
+            "timer_lateness": {"p50_ms": median(late) * 1e3, "n": len(late)},
+            "poll_s": POLL_S,
+            "samples_ms": {
+                "run_10_steps": [round(x * 1e3, 2) for x in run_s],
+                "resume_to_next_step": [round(x * 1e3, 2) for x in resume_s],
+                "timer_lateness": [round(x * 1e3, 1) for x in late],
+            },
+        }
+        log(
+            f"    latency: run p50 {latency['run_10_steps']['p50_ms']:.1f} ms, resume p50 "
+            f"{latency['resume_to_next_step']['p50_ms']:.1f} ms, timer late "
+            f"{latency['timer_lateness']['p50_ms']:.0f} ms"
+        )
+        memory = measure_memory(env, stack, memory_runs, idle, idle_tree)
+    finally:
+        env.stop_workers()
+    return latency, memory
+
+
+def measure_memory(env: BenchEnv, stack: Stack, runs: int, idle: int, idle_tree: int) -> Any:
+    flow_runs = stack_runs(stack, "bench_live_1", min(100, runs))
+    warm, warm_tree = rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid)
+    curve = [(flow_runs, warm)]
+    started = time.perf_counter()
+    done = flow_runs
+    while done < runs:
+        chunk = min(500, runs - done)
+        workflow = db.session.scalar(select(Workflow).where(Workflow.name == "bench_live_1"))
+        for _ in range(chunk):  # the product's own path: the run's row, then its job
+            domain.start_run(workflow, {}, trigger="bench")
+        done += chunk
+        db.session.remove()
+        stack.until(lambda: pending("bench_live_1") == 0, "the worker to drain its runs", 300)
+        curve.append((done, rss_kb(stack.worker.pid)))
+    elapsed = time.perf_counter() - started
+    after, after_tree = rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid)
+    log(f"    memory: {idle / 1024:.0f} MiB idle, {after / 1024:.0f} MiB after {runs:,} runs")
+    return {
+        "runs": runs,
+        "worker_rss_idle_kb": idle,
+        "worker_rss_warm_kb": warm,
+        "worker_rss_after_kb": after,
+        "growth_pct": (after - idle) / idle * 100,
+        "growth_after_warmup_pct": (after - warm) / warm * 100,
+        "tree_rss_idle_kb": idle_tree,
+        "tree_rss_warm_kb": warm_tree,
+        "tree_rss_after_kb": after_tree,
+        "rss_kb_by_runs": curve,
+        "runs_per_s": (runs - flow_runs) / elapsed if elapsed else None,
+        "note": "1-step no-op runs, besides the latency runs before them",
+    }
+
+
+def stack_runs(stack: Stack, workflow: str, count: int) -> int:
+    ids = [stack.start(workflow) for _ in range(count)]
+    for run_id in ids:
+        stack.completed(run_id, 120)
+    return count
+
+
+def pending(workflow: str) -> int:
+    count = db.session.scalar(
+        select(func.count())
+        .select_from(Run)
+        .join(Workflow, Workflow.id == Run.workflow_id)
+        .where(Workflow.name == workflow, Run.status.in_(("pending", "running")))
+    )
+    db.session.commit()
+    return int(count or 0)
