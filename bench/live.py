@@ -219,6 +219,7 @@ def timer_lateness(stack: Stack, count: int) -> list[float]:
             )
         )
         db.session.commit()
+        assert recorded is not None, f"run {run_id} recorded no wake-up time"
         late.append(entered - datetime.fromisoformat(recorded["until"]).timestamp())
     return late
 
@@ -243,7 +244,7 @@ def measure_live(env: BenchEnv, runs: int, resumes: int, timers: int, memory_run
             if i < resumes:
                 resume_s.append(resume_latency(stack))
         late = timer_lateness(stack, timers)
-        latency = {
+        latency: dict[str, Any] = {
             "run_10_steps": percentiles(run_s),
             "resume_to_next_step": percentiles(resume_s),
             "timer_lateness": {"p50_ms": median(late) * 1e3, "n": len(late)},
@@ -273,7 +274,7 @@ def measure_memory(env: BenchEnv, stack: Stack, runs: int, idle: int, idle_tree:
     done = flow_runs
     while done < runs:
         chunk = min(500, runs - done)
-        workflow = db.session.scalar(select(Workflow).where(Workflow.name == "bench_live_1"))
+        workflow = db.session.scalars(select(Workflow).where(Workflow.name == "bench_live_1")).one()
         for _ in range(chunk):  # the product's own path: the run's row, then its job
             domain.start_run(workflow, {}, trigger="bench")
         done += chunk
