@@ -142,18 +142,19 @@ def main(argv: list[str] | None = None) -> int:
 
         log("(e) journal export and recovery ...")
         results["journal"] = journal.measure_journal(env, 100, 3 if quick else 7)
+        memory = None
         if not args.skip_live:
             from . import live
 
             log("latency and memory through a live stack (web, worker, scheduler) ...")
-            results["latency"], results["memory"] = live.measure_live(
+            results["latency"], memory = live.measure_live(
                 env,
                 cfg["latency_runs"],
                 cfg["latency_resumes"],
                 cfg["latency_timers"],
                 cfg["memory_runs"],
             )
-        postgres_figures(env, args, cfg, results)
+        last_figures(env, args, cfg, results, memory)
     results["load_average"]["end"] = os.getloadavg()
     results["wall_s"] = time.perf_counter() - started
     results["aims"] = report.verdicts(results)
@@ -163,18 +164,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def postgres_figures(
-    env: Any, args: argparse.Namespace, cfg: dict[str, Any], results: dict[str, Any]
+def last_figures(
+    env: Any, args: argparse.Namespace, cfg: dict[str, Any], results: dict[str, Any], memory: Any
 ) -> None:
-    """``step_overhead_postgresql`` and (d), on one throwaway PostgreSQL cluster."""
+    """The live stack's memory batch drains while (d) seeds its databases (work that is not
+    measured); then, with the stack stopped, ``step_overhead_postgresql`` and (d)'s timings,
+    on one throwaway PostgreSQL cluster."""
     from contextlib import nullcontext
 
     from . import inprocess, pg, tasks
     from .harness import log
 
-    if args.skip_tasks and args.skip_postgres:
-        return
     with nullcontext(None) if args.skip_postgres else pg.cluster() as server:
+        prepared = None
+        if not args.skip_tasks:
+            prepared = tasks.prepare_tasks(env.instance, cfg["tasks_runs"], server)
+        if memory is not None:
+            log(f"memory: waiting for the worker to finish its {cfg['memory_runs']:,} runs ...")
+            results["memory"] = memory.finish()
         if server is not None:
             log("(a) per-step engine overhead on PostgreSQL, next to one PostgreSQL commit ...")
             with pg.app_on(server.create_database("bench_engine"), restore=env.app):
@@ -192,10 +199,8 @@ def postgres_figures(
                 "commit": commit,
                 "server": "tests.pgserver settings: fsync=off, synchronous_commit=off",
             }
-        if not args.skip_tasks:
-            results["tasks"] = tasks.measure_tasks(
-                env.instance, cfg["tasks_reps"], cfg["tasks_runs"], server
-            )
+        if prepared is not None:
+            results["tasks"] = tasks.measure_tasks(prepared, cfg["tasks_reps"])
 
 
 def tasks_only(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -207,7 +212,8 @@ def tasks_only(args: argparse.Namespace, argv: list[str] | None) -> int:
     started = time.perf_counter()
     runs = 100_000 if args.quick else tasks.RUNS
     with BenchEnv(keep=args.keep) as env, pg.cluster() as server:
-        figures = tasks.measure_tasks(env.instance, 5 if args.quick else 15, runs, server)
+        prepared = tasks.prepare_tasks(env.instance, runs, server)
+        figures = tasks.measure_tasks(prepared, 5 if args.quick else 15)
     figures["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     figures["command"] = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print(report.tasks_table(figures))

@@ -13,9 +13,11 @@ the benchmark's SQLite database and embedded Redis, driven over HTTP like a clie
   ``time.time()``: the re-entered step's time minus the wake-up time the engine recorded for
   the wait (its ``__wait__/w`` task result). The runs start ``TIMER_SPACING_S`` apart.
 * ``memory``: the worker process's resident set (``VmRSS``; its step processes beside it)
-  idle after start, before any run; after the latency runs and a warm-up; and after
-  ``runs`` 1-step no-op runs in all, started in chunks with ``start_run`` while it drains
-  them. Growth is against the idle figure (the aim), and against the warm one.
+  idle after start, before any run; after the latency runs and a warm-up of 100 runs; and
+  after ``runs`` 1-step no-op runs in all, started by a process of their own
+  (``bench.enqueue``: ``start_run``, the product's path) while the worker drains them and the
+  benchmark seeds (d). Growth is against the idle figure (the aim), and against the warm one;
+  the RSS is sampled every 2 s on the way.
 
 The same clock serves both sides (one machine), so wall-clock differences are fair.
 """
@@ -48,6 +50,7 @@ POLL_S = 0.002
 TIMER_SPACING_S = 0.35
 RESUME_CODE = "def run(ctx):\n    ctx.flow.suspend(3600)\n    return None\n"
 STARTED_CODE = "import time\n\n\ndef run(ctx):\n    return time.time()\n"
+MEMORY_FLOW = "bench_live_1"
 TIMER_CODE = "import time\n\n\ndef run(ctx):\n    ctx.wait('w', 1)\n    return time.time()\n"
 
 
@@ -224,16 +227,68 @@ def timer_lateness(stack: Stack, count: int) -> list[float]:
     return late
 
 
-def measure_live(env: BenchEnv, runs: int, resumes: int, timers: int, memory_runs: int) -> Any:
-    """Returns ``(latency, memory)``."""
+class MemoryBatch:
+    """The live stack with its memory batch under way: ``finish`` waits for it, takes the
+    worker's RSS and stops the stack."""
+
+    def __init__(self, env: BenchEnv, stack: Stack, runs: int, idle: tuple[int, int]) -> None:
+        self.env, self.stack, self.runs, self.idle = env, stack, runs, idle
+        self.before = stack_runs(stack, MEMORY_FLOW, min(100, runs))  # the warm-up
+        self.warm = (rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid))
+        self.curve: list[tuple[int, int]] = [(self.before, self.warm[0])]
+        self.enqueuer = env.start_process(
+            "enqueue",
+            [sys.executable, "-m", "bench.enqueue", MEMORY_FLOW, str(runs - self.before)],
+        )
+
+    def finish(self) -> dict[str, Any]:
+        try:
+            pid = self.stack.worker.pid
+            deadline = time.monotonic() + max(600.0, self.runs * 0.2)
+            while (left := pending(MEMORY_FLOW)) > 0 or self.enqueuer.poll() is None:
+                if time.monotonic() > deadline or self.stack.worker.poll() is not None:
+                    raise RuntimeError(f"the memory batch did not drain ({left} runs left)")
+                self.curve.append((completed(MEMORY_FLOW), rss_kb(pid)))
+                time.sleep(2.0)
+            if self.enqueuer.returncode != 0:
+                raise RuntimeError(f"bench.enqueue exited with {self.enqueuer.returncode}")
+            done = completed(MEMORY_FLOW)
+            if done != self.runs:
+                raise RuntimeError(f"{done} of the memory batch's {self.runs} runs completed")
+            after, after_tree = rss_kb(pid), tree_rss_kb(pid)
+        finally:
+            self.env.stop_workers()
+        (idle, idle_tree), (warm, warm_tree) = self.idle, self.warm
+        self.curve.append((done, after))
+        log(f"    memory: {idle / 1024:.0f} MiB idle, {after / 1024:.0f} MiB after {done:,} runs")
+        return {
+            "runs": done,
+            "worker_rss_idle_kb": idle,
+            "worker_rss_warm_kb": warm,
+            "worker_rss_after_kb": after,
+            "growth_pct": (after - idle) / idle * 100,
+            "growth_after_warmup_pct": (after - warm) / warm * 100,
+            "tree_rss_idle_kb": idle_tree,
+            "tree_rss_warm_kb": warm_tree,
+            "tree_rss_after_kb": after_tree,
+            "rss_kb_by_runs": self.curve,
+            "note": f"{MEMORY_FLOW}: 1-step no-op runs, after the latency runs",
+        }
+
+
+def measure_live(
+    env: BenchEnv, runs: int, resumes: int, timers: int, memory_runs: int
+) -> tuple[dict[str, Any], MemoryBatch]:
+    """Start the stack, measure the latencies, then start the memory batch and return it
+    under way (``MemoryBatch.finish`` ends it)."""
     publish("bench_live_10", ["def run(ctx):\n    return None\n"] * 10)
     publish("bench_live_resume", [RESUME_CODE, STARTED_CODE])
     publish("bench_live_timer", [TIMER_CODE])
-    publish("bench_live_1", ["def run(ctx):\n    return None\n"])
+    publish(MEMORY_FLOW, ["def run(ctx):\n    return None\n"])
     stack = Stack(env)
     try:
         time.sleep(1.0)  # let the worker settle in its idle loop
-        idle, idle_tree = rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid)
+        idle = (rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid))
         for _ in range(3):  # warm-up: first requests, first runs
             run_latency(stack)
         resume_latency(stack)
@@ -260,44 +315,10 @@ def measure_live(env: BenchEnv, runs: int, resumes: int, timers: int, memory_run
             f"{latency['resume_to_next_step']['p50_ms']:.1f} ms, timer late "
             f"{latency['timer_lateness']['p50_ms']:.0f} ms"
         )
-        memory = measure_memory(env, stack, memory_runs, idle, idle_tree)
-    finally:
+        return latency, MemoryBatch(env, stack, memory_runs, idle)
+    except BaseException:
         env.stop_workers()
-    return latency, memory
-
-
-def measure_memory(env: BenchEnv, stack: Stack, runs: int, idle: int, idle_tree: int) -> Any:
-    flow_runs = stack_runs(stack, "bench_live_1", min(100, runs))
-    warm, warm_tree = rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid)
-    curve = [(flow_runs, warm)]
-    started = time.perf_counter()
-    done = flow_runs
-    while done < runs:
-        chunk = min(500, runs - done)
-        workflow = db.session.scalars(select(Workflow).where(Workflow.name == "bench_live_1")).one()
-        for _ in range(chunk):  # the product's own path: the run's row, then its job
-            domain.start_run(workflow, {}, trigger="bench")
-        done += chunk
-        db.session.remove()
-        stack.until(lambda: pending("bench_live_1") == 0, "the worker to drain its runs", 300)
-        curve.append((done, rss_kb(stack.worker.pid)))
-    elapsed = time.perf_counter() - started
-    after, after_tree = rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid)
-    log(f"    memory: {idle / 1024:.0f} MiB idle, {after / 1024:.0f} MiB after {runs:,} runs")
-    return {
-        "runs": runs,
-        "worker_rss_idle_kb": idle,
-        "worker_rss_warm_kb": warm,
-        "worker_rss_after_kb": after,
-        "growth_pct": (after - idle) / idle * 100,
-        "growth_after_warmup_pct": (after - warm) / warm * 100,
-        "tree_rss_idle_kb": idle_tree,
-        "tree_rss_warm_kb": warm_tree,
-        "tree_rss_after_kb": after_tree,
-        "rss_kb_by_runs": curve,
-        "runs_per_s": (runs - flow_runs) / elapsed if elapsed else None,
-        "note": "1-step no-op runs, besides the latency runs before them",
-    }
+        raise
 
 
 def stack_runs(stack: Stack, workflow: str, count: int) -> int:
@@ -307,12 +328,20 @@ def stack_runs(stack: Stack, workflow: str, count: int) -> int:
     return count
 
 
-def pending(workflow: str) -> int:
+def runs_of(workflow: str, statuses: tuple[str, ...]) -> int:
     count = db.session.scalar(
         select(func.count())
         .select_from(Run)
         .join(Workflow, Workflow.id == Run.workflow_id)
-        .where(Workflow.name == workflow, Run.status.in_(("pending", "running")))
+        .where(Workflow.name == workflow, Run.status.in_(statuses))
     )
     db.session.commit()
     return int(count or 0)
+
+
+def pending(workflow: str) -> int:
+    return runs_of(workflow, ("pending", "running"))
+
+
+def completed(workflow: str) -> int:
+    return runs_of(workflow, ("completed",))

@@ -268,19 +268,30 @@ def timed(fn: Callable[[], Any], reps: int) -> float:
     return median(samples)
 
 
-def measure(label: str, url: str, reps: int, analyzed: bool, runs: int) -> dict[str, Any]:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
-    figures: dict[str, float] = {}
+def prepare(label: str, url: str, analyzed: bool, runs: int) -> dict[str, Any]:
+    """Seed one database (unmeasured work: ``python -m bench`` lets the memory batch of the
+    live stack drain meanwhile)."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
     with app.app_context():
         db.create_all()
-        rng = random.Random(5)
         started = time.perf_counter()
-        facts = seed(runs, rng)
-        seed_s = time.perf_counter() - started
+        facts = seed(runs, random.Random(5))
+        facts["seed_s"] = seed_s = time.perf_counter() - started
         log(f"  {label}: seeded {runs:,} runs and {facts['waits']:,} waitpoints in {seed_s:.0f} s")
         if analyzed:
             analyse()
         create_user("bench@example.com", "viewer", "bench-pass")
+        db.session.remove()
+        db.engine.dispose()
+    return {"label": label, "url": url, "runs": runs, "facts": facts}
+
+
+def measure(prepared: dict[str, Any], reps: int) -> dict[str, Any]:
+    """Time every page, filter, poll and query on a seeded database."""
+    runs, facts = prepared["runs"], prepared["facts"]
+    app = create_app({"SQLALCHEMY_DATABASE_URI": prepared["url"], "WTF_CSRF_ENABLED": False})
+    figures: dict[str, float] = {}
+    with app.app_context():
         client = app.test_client()
         client.post("/login", data={"email": "bench@example.com", "password": "bench-pass"})
         ids = facts["ids"]
@@ -352,24 +363,38 @@ def measure(label: str, url: str, reps: int, analyzed: bool, runs: int) -> dict[
         "open_approvals": facts["open_waits"],
         "runs": runs,
         "waitpoints": facts["waits"],
-        "seed_s": seed_s,
+        "seed_s": facts["seed_s"],
     }
 
 
-def measure_tasks(
-    instance: Path, reps: int, runs: int = RUNS, server: Any = None
-) -> dict[str, Any]:
-    """(d) on SQLite, then on PostgreSQL when ``server`` (a ``bench.pg`` cluster) is given."""
+def prepare_tasks(instance: Path, runs: int, server: Any) -> dict[str, Any]:
+    """Seed (d)'s SQLite database, and a PostgreSQL one when ``server`` (a ``bench.pg``
+    cluster) is given."""
+    log(f"(d) seeding {runs:,} runs: SQLite ...")
+    prepared: dict[str, Any] = {
+        "runs": runs,
+        "sqlite": prepare("SQLite", f"sqlite:///{instance / 'tasks.db'}", False, runs),
+    }
+    if server is not None:
+        log(f"(d) seeding {runs:,} runs: PostgreSQL ...")
+        prepared["postgresql"] = prepare(
+            "PostgreSQL", server.create_database("bench_tasks"), True, runs
+        )
+    return prepared
+
+
+def measure_tasks(prepared: dict[str, Any], reps: int) -> dict[str, Any]:
+    """(d) on the databases ``prepare_tasks`` seeded."""
+    runs = prepared["runs"]
     results: dict[str, Any] = {"aim_ms": AIM_MS, "reps": reps, "runs": runs}
     if runs < RUNS:
         results["note"] = f"--quick: {runs:,} runs, not the aim's {RUNS:,}"
     log(f"(d) Tasks page at {runs:,} runs: SQLite ...")
-    results["sqlite"] = measure("SQLite", f"sqlite:///{instance / 'tasks.db'}", reps, False, runs)
-    log(f"(d) Tasks page at {runs:,} runs: PostgreSQL ...")
-    if server is None:
+    results["sqlite"] = measure(prepared["sqlite"], reps)
+    if "postgresql" in prepared:
+        log(f"(d) Tasks page at {runs:,} runs: PostgreSQL ...")
+        results["postgresql"] = measure(prepared["postgresql"], reps)
+    else:
         results["postgresql"] = None
         results["postgresql_note"] = "skipped: PostgreSQL's binaries were not found"
-    else:
-        url = server.create_database("bench_tasks")
-        results["postgresql"] = measure("PostgreSQL", url, reps, True, runs)
     return results
