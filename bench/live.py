@@ -14,8 +14,8 @@ the benchmark's SQLite database and embedded Redis, driven over HTTP like a clie
   the wait (its ``__wait__/w`` task result). The runs start ``TIMER_SPACING_S`` apart.
 * ``memory``: the worker process's resident set (``VmRSS``; its step processes beside it)
   idle after start, before any run; after the latency runs and a warm-up of 100 runs; and
-  after ``runs`` 1-step no-op runs in all, started by a process of their own
-  (``bench.enqueue``: ``start_run``, the product's path) while the worker drains them and the
+  after ``runs`` 1-step no-op runs in all (after the warm-up, created in bulk as
+  ``start_run`` records them, and enqueued with ``enqueue_run``'s options), drained while the
   benchmark seeds (d). Growth is against the idle figure (the aim), and against the warm one;
   the RSS is sampled every 2 s on the way.
 
@@ -30,18 +30,23 @@ import json
 import os
 import sys
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from rq import Queue
+from sqlalchemy import func, insert, select
 
 import console.runs as domain
 from console.auth import create_token, create_user
 from console.definitions import save_workflow
 from console.extensions import db
-from console.models import Run, TaskResult, Workflow
+from console.ids import new_id
+from console.models import Run, TaskResult, Workflow, WorkflowVersion
+from console.queueing import JOB_OPTIONS, RUN_JOB, run_queue
+from console.timeutil import utcnow
 from workers.supervisor import web_command
 
 from .harness import BenchEnv, log, median
@@ -236,22 +241,17 @@ class MemoryBatch:
         self.before = stack_runs(stack, MEMORY_FLOW, min(100, runs))  # the warm-up
         self.warm = (rss_kb(stack.worker.pid), tree_rss_kb(stack.worker.pid))
         self.curve: list[tuple[int, int]] = [(self.before, self.warm[0])]
-        self.enqueuer = env.start_process(
-            "enqueue",
-            [sys.executable, "-m", "bench.enqueue", MEMORY_FLOW, str(runs - self.before)],
-        )
+        start_in_bulk(MEMORY_FLOW, runs - self.before)
 
     def finish(self) -> dict[str, Any]:
         try:
             pid = self.stack.worker.pid
             deadline = time.monotonic() + max(600.0, self.runs * 0.2)
-            while (left := pending(MEMORY_FLOW)) > 0 or self.enqueuer.poll() is None:
+            while (left := pending(MEMORY_FLOW)) > 0:
                 if time.monotonic() > deadline or self.stack.worker.poll() is not None:
                     raise RuntimeError(f"the memory batch did not drain ({left} runs left)")
                 self.curve.append((completed(MEMORY_FLOW), rss_kb(pid)))
                 time.sleep(2.0)
-            if self.enqueuer.returncode != 0:
-                raise RuntimeError(f"bench.enqueue exited with {self.enqueuer.returncode}")
             done = completed(MEMORY_FLOW)
             if done != self.runs:
                 raise RuntimeError(f"{done} of the memory batch's {self.runs} runs completed")
@@ -319,6 +319,55 @@ def measure_live(
     except BaseException:
         env.stop_workers()
         raise
+
+
+def start_in_bulk(workflow_name: str, count: int) -> None:
+    """The memory batch's runs, created in bulk: the rows ``start_run`` records (pending, with
+    the job id ``enqueue_run`` records) in one statement, then their jobs with
+    ``enqueue_run``'s options, pipelined. Only how the runs are created differs from
+    ``start_run``, whose cost per run would compete with the worker for the CPU."""
+    workflow = db.session.scalars(select(Workflow).where(Workflow.name == workflow_name)).one()
+    version_id = db.session.scalar(
+        select(func.max(WorkflowVersion.id)).where(WorkflowVersion.workflow_id == workflow.id)
+    )
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for _ in range(count):
+        run_id = new_id()
+        rows.append(
+            {
+                "id": run_id,
+                "workflow_id": workflow.id,
+                "version_id": version_id,
+                "status": "pending",
+                "trigger": "bench",
+                "input": {},
+                "step_count": 1,
+                "job_id": f"run-{run_id}-{uuid.uuid4().hex[:8]}",
+                "enqueued_at": now,
+            }
+        )
+    db.session.execute(insert(Run), rows)
+    db.session.commit()
+    queue = run_queue()
+    options = {
+        "timeout": JOB_OPTIONS["job_timeout"],
+        "result_ttl": JOB_OPTIONS["result_ttl"],
+        "failure_ttl": JOB_OPTIONS["failure_ttl"],
+    }
+    for i in range(0, count, 1000):
+        queue.enqueue_many(
+            [
+                Queue.prepare_data(
+                    RUN_JOB,
+                    args=(row["id"],),
+                    job_id=row["job_id"],
+                    description=f"advance run {row['id']}",
+                    **options,
+                )
+                for row in rows[i : i + 1000]
+            ]
+        )
 
 
 def stack_runs(stack: Stack, workflow: str, count: int) -> int:
