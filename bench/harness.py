@@ -193,7 +193,12 @@ class BenchEnv:
             args.append("--burst")
         if simple:
             args.append("--simple")
-        out = open(self.logs / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        return self.start_process("worker", args)
+
+    def start_process(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        """A process of the stack (worker, scheduler, web) with the benchmark's settings, in
+        a session of its own; ``stop_workers`` ends it."""
+        out = open(self.logs / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             args,
             env=dict(os.environ, **self.env),

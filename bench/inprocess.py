@@ -1,8 +1,10 @@
 """In-process measurements: (a) the engine's per-step overhead against bare step calls and
-one SQLite commit, and (c) the cost of replaying already-completed steps.
+one commit, and (c) the cost of replaying already-completed steps.
 
-Everything runs in this process, inside the app context, on the benchmark's SQLite database
-(WAL, ``synchronous=NORMAL``, the engine's own connection setup).
+Everything runs in this process, inside the app context, on the database of the app pushed
+there: the benchmark's SQLite database (WAL, ``synchronous=NORMAL``, the engine's own
+connection setup) or, for ``step_overhead_postgresql``, a throwaway PostgreSQL cluster
+(``bench.pg``); the commit baselines follow the database.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def no_gc() -> Any:
 
 # ------------------------------------------------------------------------ one SQLite commit
 
-COMMIT_TABLE = "CREATE TABLE IF NOT EXISTS bench_commit (id INTEGER PRIMARY KEY, value TEXT)"
+COMMIT_TABLE = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS bench_commit (id INTEGER PRIMARY KEY, value TEXT)",
+    "postgresql": "CREATE TABLE IF NOT EXISTS bench_commit (id SERIAL PRIMARY KEY, value TEXT)",
+}
 COMMIT_INSERT = text("INSERT INTO bench_commit (value) VALUES (:value)")
 
 
@@ -65,19 +70,24 @@ _raw: dict[str, Any] = {}
 
 def commit_dbapi() -> None:
     """For reference: the same INSERT + COMMIT straight on the driver (a pooled sqlite3
-    connection with the engine's pragmas), without SQLAlchemy."""
+    connection with the engine's pragmas, or a psycopg connection), without SQLAlchemy."""
     raw = _raw.get("conn")
     if raw is None:
         raw = _raw["conn"] = db.engine.raw_connection()
         _raw["cursor"] = raw.cursor()
+        _raw["sqlite"] = db.engine.dialect.name == "sqlite"
     cursor = _raw["cursor"]
-    cursor.execute("BEGIN")
-    cursor.execute("INSERT INTO bench_commit (value) VALUES (?)", ("x",))
-    cursor.execute("COMMIT")
+    if _raw["sqlite"]:
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO bench_commit (value) VALUES (?)", ("x",))
+        cursor.execute("COMMIT")
+    else:  # psycopg opens the transaction itself
+        cursor.execute("INSERT INTO bench_commit (value) VALUES (%s)", ("x",))
+        raw.commit()
 
 
 def setup_commit() -> None:
-    db.session.execute(text(COMMIT_TABLE))
+    db.session.execute(text(COMMIT_TABLE[db.engine.dialect.name]))
     db.session.commit()
     for _ in range(50):  # warm-up: statement cache, pool, WAL file
         commit_plain()
@@ -161,6 +171,7 @@ def measure_step_overhead(
     per_op: list[float] = []
     overhead: list[float] = []
     ratios: list[float] = []
+    driver_ratios: list[float] = []
     for _ in range(rounds):
         engine.append(time_engine_run(env, flow))
         engine_small.append(time_engine_run(env, flow_small))
@@ -172,8 +183,10 @@ def measure_step_overhead(
         dbapi.append(mean(time_commits(commit_dbapi, commits_per_round)))
         overhead.append((engine[-1] - bare[-1]) / steps)
         ratios.append(overhead[-1] / plain[-1])
+        driver_ratios.append(overhead[-1] / dbapi[-1])
     _raw.pop("cursor").close()
     _raw.pop("conn").close()
+    _raw.clear()
     t_engine, t_small, t_bare = median(engine), median(engine_small), median(bare)
     slopes = [(e - s) / (steps - small) for e, s in zip(engine, engine_small, strict=True)]
     fixed = [e - slope * steps for e, slope in zip(engine, slopes, strict=True)]
@@ -182,8 +195,10 @@ def measure_step_overhead(
         "rounds": rounds,
         "engine_run_ms": t_engine * 1e3,
         "bare_run_us": t_bare * 1e6,
+        "database": db.engine.dialect.name,
         "per_step_overhead_us": median(overhead) * 1e6,
         "ratio_to_commit": median(ratios),
+        "ratio_to_driver_commit": median(driver_ratios),
         "marginal_step_us": median(slopes) * 1e6,
         "fixed_run_us": median(fixed) * 1e6,
         "small_steps": small,
@@ -353,6 +368,7 @@ def measure_replay(env: BenchEnv, sizes: list[int], reps: int) -> dict[str, Any]
         "sizes": sizes,
         "reps": reps,
         "replay_ms_by_size": {str(k): v * 1e3 for k, v in medians.items()},
+        "run_10_ms": medians[10] * 1e3 if 10 in medians else None,
         "per_completed_step_us": median(slopes) * 1e6,
         "fixed_replay_us": median(intercepts) * 1e6,
         "slope_of_medians_us": linear_fit(sizes, list(medians.values()))[0] * 1e6,

@@ -85,7 +85,8 @@ def measure_reads_cost(env: BenchEnv, n: int) -> dict[str, float]:
     flow = env.define("bench_reads", 1)
     reads = {"input": ["a", "b"], "steps": ["s000"]}
     digest = "0" * 64
-    plain, recorded = [], []
+    plain: list[float] = []
+    recorded: list[float] = []
     for i in range(n // 20):
         for with_reads in (False, True) if i % 2 == 0 else (True, False):
             samples = recorded if with_reads else plain

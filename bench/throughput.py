@@ -1,5 +1,11 @@
 """(b) Throughput through RQ: 10-step no-op runs against raw no-op RQ jobs, with the same
-worker class and the same number of real ``flask worker --burst`` processes.
+number of real worker processes in burst mode.
+
+The console's worker no longer forks a work-horse per job (steps run in the step sandbox),
+so the ``forking`` configurations compare it against raw RQ's forking worker: engine runs are
+drained by ``flask worker --burst`` (``ConsoleWorker``), raw jobs by ``rq worker --burst``
+(RQ's stock ``rq.Worker``, a fork per job). The ``simple`` configurations drain both with
+``flask worker --simple --burst`` (``SimpleConsoleWorker``).
 
 A batch is enqueued first (runs through ``console.runs.start_run``, the product's own path;
 raw jobs with the same enqueue options as ``enqueue_run``), then the workers start and drain
@@ -16,7 +22,9 @@ The wall time from starting the workers to their exit is kept in the JSON as wel
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from rq.job import Job, JobStatus
@@ -27,7 +35,7 @@ from console.extensions import db
 from console.models import Run
 from console.queueing import JOB_OPTIONS
 
-from .harness import BenchEnv, Flow, log, median
+from .harness import ROOT, BenchEnv, Flow, log, median
 
 RAW_JOB = "bench.jobs.noop"
 # The options of ``enqueue_run``, except a result TTL long enough to read timestamps back.
@@ -50,6 +58,13 @@ def enqueue_runs(env: BenchEnv, flow: Flow, count: int) -> tuple[list[str], list
 def enqueue_raw(env: BenchEnv, count: int) -> list[str]:
     queue = env.queue()
     return [queue.enqueue(RAW_JOB, **ENQUEUE_OPTIONS).id for _ in range(count)]
+
+
+def start_rq_worker(env: BenchEnv) -> Any:
+    """Raw RQ's forking worker (``rq.Worker``: a work-horse forked per job) on the run queue."""
+    rq = str(Path(sys.executable).parent / "rq")
+    args = [rq, "worker", "--burst", "--url", env.env["REDIS_URL"], "--path", str(ROOT)]
+    return env.start_process("rq-worker", [*args, env.env["RUN_QUEUE"]])
 
 
 def rates(jobs: list[Job]) -> dict[str, Any]:
@@ -88,7 +103,10 @@ def batch(
         run_ids, job_ids = [], enqueue_raw(env, count)
     db.session.remove()  # hold no connection to the database while the workers write
     t0 = time.perf_counter()
-    procs = [env.start_worker(simple) for _ in range(workers)]
+    if kind == "raw" and not simple:
+        procs = [start_rq_worker(env) for _ in range(workers)]
+    else:
+        procs = [env.start_worker(simple) for _ in range(workers)]
     env.wait_workers(procs, timeout=max(120.0, count * 0.5))
     wall = time.perf_counter() - t0
     jobs = Job.fetch_many(job_ids, connection=env.redis())
@@ -153,6 +171,9 @@ def measure_throughput(
             r_rate = median([r["steady_per_s"] for r in raw])
             out["configs"][f"{cls_name}_x{workers}"] = {
                 "worker_class": "ConsoleWorker" if cls_name == "forking" else "SimpleConsoleWorker",
+                "raw_worker_class": "rq.Worker (forks per job)"
+                if cls_name == "forking"
+                else "SimpleConsoleWorker",
                 "workers": workers,
                 "engine_runs_per_s": e_rate,
                 "raw_jobs_per_s": r_rate,
