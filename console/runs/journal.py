@@ -117,40 +117,31 @@ def build_journal(run_id: str) -> dict[str, Any]:
         elif wp.state == "resumed" and wp.decided_at is not None:
             trace.add(wp.decided_at, "callback", wp.step_name, wp.runs, callback_request=wp.payload)
     for row in run.steps:
+        reused = {"reused": True, "reused_from": row.reused_from} if row.reused else {}
         if row.reused:
             at = row.finished_at or run.created_at
-            trace.add(
-                at,
-                "step_completed",
-                row.name,
-                row.runs,
-                output=row.output,
-                resume_data=row.resume_data,
-                timed_out=row.timed_out,
-                reused=True,
-                reused_from=row.reused_from,
-                content_hash=row.content_hash,
-                reads=row.reads,
-            )
-            continue
-        if row.started_at is not None and (row.name, row.runs, row.started_at) not in started:
-            trace.add(row.started_at, "step_started", row.name, row.runs, attempt=row.attempts)
-        if row.status == "completed":
+        else:
+            if row.started_at is not None and (row.name, row.runs, row.started_at) not in started:
+                trace.add(row.started_at, "step_started", row.name, row.runs, attempt=row.attempts)
+            if row.status != "completed":
+                continue
+            # A suspended step completes when its link (or its timeout) resumes it.
             at = max(
                 (t for t in (row.finished_at, resumed_at.get((row.name, row.runs))) if t),
                 default=run.created_at,
             )
-            trace.add(
-                at,
-                "step_completed",
-                row.name,
-                row.runs,
-                output=row.output,
-                resume_data=row.resume_data,
-                timed_out=row.timed_out,
-                content_hash=row.content_hash,
-                reads=row.reads,
-            )
+        trace.add(
+            at,
+            "step_completed",
+            row.name,
+            row.runs,
+            output=row.output,
+            resume_data=row.resume_data,
+            timed_out=row.timed_out,
+            content_hash=row.content_hash,
+            reads=row.reads,
+            **reused,
+        )
     T, M, L = TaskResult.__table__.c, OutboxMessage.__table__.c, LogLine.__table__.c
     for task in db.session.execute(
         select(T.step_name, T.key, T.result, T.created_at).where(T.run_id == run.id).order_by(T.id)
