@@ -84,6 +84,8 @@ def card_for(workflow: Workflow, definition: dict[str, Any], index: int, **extra
     )
     if card.test is not None and "sample_input" not in extra:
         card.sample_input = sample_text(card.test.input)
+    if card.test is not None and (card.test.step or {}).get("resume_data") is not None:
+        card.resume_data = json.dumps(card.test.step["resume_data"])
     if card.is_kind and card.kind_form is None and kinds():
         card.kind_form = kind_form(step)
     return card
@@ -92,8 +94,10 @@ def card_for(workflow: Workflow, definition: dict[str, Any], index: int, **extra
 def editor_context(workflow: Workflow, **extra: Any) -> dict[str, Any]:
     definition = drafts.editable_definition(workflow)
     overrides: dict[str, Card] = extra.pop("overrides", {})
+    published = published_steps(workflow)
     cards = [
-        overrides.get(step["name"]) or card_for(workflow, definition, index)
+        overrides.get(step["name"])
+        or card_for(workflow, definition, index, collapsed=published.get(step["name"]) == step)
         for index, step in enumerate(definition["steps"])
     ]
     context = {
@@ -107,9 +111,27 @@ def editor_context(workflow: Workflow, **extra: Any) -> dict[str, Any]:
         "trigger": trigger_info(workflow, definition),
         "input_form": input_form_for(definition),
         "problems": [],
+        "test_input": workflow_sample(workflow, definition),
+        "recent_runs": steptests.recent_runs(workflow),
     }
     context.update(extra)
     return context
+
+
+def published_steps(workflow: Workflow) -> dict[str, dict[str, Any]]:
+    """The latest published version's steps by name: a card showing one unchanged starts as
+    its outline."""
+    latest = workflow.latest_version
+    return {step["name"]: step for step in (latest.definition["steps"] if latest else [])}
+
+
+def workflow_sample(workflow: Workflow, definition: dict[str, Any]) -> str:
+    """The workflow's one test input: the last one tested with, else the input schema's
+    defaults and examples."""
+    last = steptests.workflow_sample(workflow.id)
+    if isinstance(last, dict):
+        return sample_text(last)
+    return sample_text(example_input(definition.get("input_schema")))
 
 
 def example_input(schema: Any) -> dict[str, Any]:
@@ -120,6 +142,8 @@ def example_input(schema: Any) -> dict[str, Any]:
         spec = spec if isinstance(spec, dict) else {}
         if "default" in spec:
             example[prop] = spec["default"]
+        elif isinstance(spec.get("examples"), list) and spec["examples"]:
+            example[prop] = spec["examples"][0]
         elif spec.get("enum"):
             example[prop] = spec["enum"][0]
         elif spec.get("type") == "array":
@@ -471,9 +495,9 @@ def problem_text(exc: ConsoleError) -> str:
     return f"{exc.message}: {details}" if details else exc.message
 
 
-@bp.context_processor
+@bp.app_context_processor
 def editor_helpers() -> dict[str, Any]:
-    # The Schedules tab links to a blueprint built in parallel; show it once it exists.
+    # App-wide: the Schedules page draws the workflow's tab bar (editor/_header.html) too.
     return {
         "has_endpoint": lambda endpoint: endpoint in current_app.view_functions,
         "test_overdue": steptests.overdue,
