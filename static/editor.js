@@ -91,6 +91,8 @@
     if (!holder) return;
     var target = document.querySelector(holder.getAttribute("data-focus"));
     holder.removeAttribute("data-focus");
+    var body = target && target.closest(".card-body[hidden]");
+    if (body) setCard(body.closest(".step-card"), true);
     if (target && target.disabled) {
       var card = target.closest(".step-card");
       target = card && card.querySelector(".card-title");
@@ -109,9 +111,12 @@
     });
   }
 
-  // A card is either its one-line outline (name, kind, summary) or its whole form.
+  // A card is either its one-line outline (name, kind, summary) or its whole form. What the
+  // person chose survives the pipeline being redrawn (a move, a new step).
+  var chosen = {};
   function setCard(card, open) {
     if (!card) return;
+    chosen[card.dataset.step] = open;
     var toggle = card.querySelector(".collapse-toggle");
     var body = card.querySelector(".card-body");
     var word = open ? "Collapse" : "Expand";
@@ -129,6 +134,10 @@
   htmx.onLoad(function (root) {
     if (!root.querySelectorAll) return;
     root.querySelectorAll("textarea.code-editor").forEach(initCode);
+    var cards = root.matches && root.matches(".step-card") ? [root] : root.querySelectorAll(".step-card");
+    Array.prototype.forEach.call(cards, function (card) {
+      if (card.dataset.step in chosen) setCard(card, chosen[card.dataset.step]);
+    });
     if (root.matches && root.matches(".sortable")) initSortable(root);
     root.querySelectorAll(".sortable").forEach(initSortable);
     root.querySelectorAll(".input-form").forEach(setMode);
