@@ -162,6 +162,8 @@ def start_step_test(
         for name in earlier
         if name not in outputs
     ]
+    if run is not None:
+        notes.insert(0, f"Input, earlier outputs and resume_data from run {run.id}.")
     notes += _input_notes(definition, sample_input)
     outputs[RESUME] = {name: resume[name] for name in earlier if name in resume}
     test = _new_test(workflow, steps[position], sample_input, outputs, notes, user, resume)

@@ -10,10 +10,10 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from .. import secrets, stepkinds
+from .. import secrets, stepkinds, steptests
 from ..definitions import STEP_DEFAULTS, check_step_code
 from ..drafts import StaleDraft
-from ..models import StepTest
+from ..models import StepTest, Workflow
 from . import kind_forms
 from .forms import StepForm
 
@@ -203,3 +203,31 @@ def step_summary(step: dict[str, Any], width: int = 90) -> str:
 
 def sample_text(value: Any) -> str:
     return json.dumps(value if value is not None else {}, indent=2)
+
+
+def workflow_sample(workflow: Workflow, definition: dict[str, Any]) -> str:
+    """The workflow's one test input: the last one tested with, else the input schema's
+    defaults and examples."""
+    last = steptests.workflow_sample(workflow.id)
+    if isinstance(last, dict):
+        return sample_text(last)
+    return sample_text(example_input(definition.get("input_schema")))
+
+
+def example_input(schema: Any) -> dict[str, Any]:
+    samples = {"string": "text", "number": 1.5, "integer": 1, "boolean": True, "object": {}}
+    example: dict[str, Any] = {}
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    for prop, spec in (properties or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        if "default" in spec:
+            example[prop] = spec["default"]
+        elif isinstance(spec.get("examples"), list) and spec["examples"]:
+            example[prop] = spec["examples"][0]
+        elif spec.get("enum"):
+            example[prop] = spec["enum"][0]
+        elif spec.get("type") == "array":
+            example[prop] = []
+        else:
+            example[prop] = samples.get(str(spec.get("type")))
+    return example

@@ -30,7 +30,16 @@ from ..models import ACTIVE, Run, Workflow
 from ..web import form_errors, is_htmx
 from ..webhooks import webhook_url
 from . import bp
-from .cards import Card, kind_form, kinds, new_step, read_card, sample_text
+from .cards import (
+    Card,
+    example_input,
+    kind_form,
+    kinds,
+    new_step,
+    read_card,
+    sample_text,
+    workflow_sample,
+)
 from .forms import (
     AddStepForm,
     ImportForm,
@@ -123,34 +132,6 @@ def published_steps(workflow: Workflow) -> dict[str, dict[str, Any]]:
     its outline."""
     latest = workflow.latest_version
     return {step["name"]: step for step in (latest.definition["steps"] if latest else [])}
-
-
-def workflow_sample(workflow: Workflow, definition: dict[str, Any]) -> str:
-    """The workflow's one test input: the last one tested with, else the input schema's
-    defaults and examples."""
-    last = steptests.workflow_sample(workflow.id)
-    if isinstance(last, dict):
-        return sample_text(last)
-    return sample_text(example_input(definition.get("input_schema")))
-
-
-def example_input(schema: Any) -> dict[str, Any]:
-    samples = {"string": "text", "number": 1.5, "integer": 1, "boolean": True, "object": {}}
-    example: dict[str, Any] = {}
-    properties = schema.get("properties") if isinstance(schema, dict) else None
-    for prop, spec in (properties or {}).items():
-        spec = spec if isinstance(spec, dict) else {}
-        if "default" in spec:
-            example[prop] = spec["default"]
-        elif isinstance(spec.get("examples"), list) and spec["examples"]:
-            example[prop] = spec["examples"][0]
-        elif spec.get("enum"):
-            example[prop] = spec["enum"][0]
-        elif spec.get("type") == "array":
-            example[prop] = []
-        else:
-            example[prop] = samples.get(str(spec.get("type")))
-    return example
 
 
 def trigger_info(workflow: Workflow, definition: dict[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from ..jsonbody import parse_json
 from ..models import Run, Workflow
 from ..web import is_htmx
 from . import bp
+from .cards import workflow_sample
 from .forms import StepForm
-from .routes import actor, load, posted_card, workflow_sample
+from .routes import actor, load, posted_card
 
 RESUME_FIELD = "resume_data-"  # + the step's name: one per card of a step that suspends
 
