@@ -97,6 +97,21 @@ def enqueue_step_test(test_id: str) -> None:
     )
 
 
+STEP_TEST_CHAIN_JOB = "workers.steptest.run_step_test_chain"
+
+
+def enqueue_step_test_chain(test_ids: list[str]) -> None:
+    """Put a "Test up to here" on the test queue: one job that executes the tests in order,
+    each step's output passed on to the next."""
+    Queue(current_app.config["TEST_QUEUE"], connection=get_redis()).enqueue(
+        STEP_TEST_CHAIN_JOB,
+        test_ids,
+        job_id=f"steptests-{test_ids[-1]}",
+        description=f"test steps up to one ({len(test_ids)} tests)",
+        **JOB_OPTIONS,
+    )
+
+
 BULK_JOB = "workers.bulk.run_bulk_action"
 
 

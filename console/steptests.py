@@ -1,8 +1,10 @@
-"""Testing one step from the editor ("Test this step").
+"""Testing steps from the editor ("Test this step", "Test up to here").
 
-The web process only records a ``StepTest`` and enqueues it on the test queue; a worker
-executes it (``workers.steptest``). A test sees the sample input and, as ``ctx.steps``, the
-outputs of the earlier steps' last completed tests. Its status moves queued → running →
+The web process only records ``StepTest`` rows and enqueues them on the test queue; a worker
+executes them (``workers.steptest``). A test sees the sample input (or a past run's input) and,
+as ``ctx.steps``, the outputs of the earlier steps: their last completed tests, the same chain's
+tests, or a past run's steps. ``resume_data`` given for a step that suspends or re-runs is what
+later steps see as ``ctx.steps[name].resume_data``. A test's status moves queued → running →
 completed | failed, each change one conditional UPDATE.
 """
 
@@ -16,29 +18,83 @@ from sqlalchemy import delete, select, update
 
 from .errors import NotFound
 from .extensions import changed_rows, db, write_transaction
-from .models import StepTest, Workflow
-from .queueing import enqueue_step_test
+from .models import Run, StepRun, StepTest, Workflow
+from .queueing import enqueue_step_test, enqueue_step_test_chain
 from .runs import input_problems
 from .timeutil import utcnow
 
 FINISHED = ("completed", "failed")
 KEEP_TESTS = 10  # finished tests kept per step (the last completed one is always kept)
+# The key of ``StepTest.steps`` that holds the earlier steps' resume_data: a step name cannot
+# start with "@", so it never clashes with one.
+RESUME = "@resume_data"
+
+
+def run_results(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A past run's step outputs and resume_data by step name (the steps it reached)."""
+    outputs: dict[str, Any] = {}
+    resume: dict[str, Any] = {}
+    rows = db.session.scalars(
+        select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.position)
+    )
+    for row in rows:
+        if row.status in ("completed", "suspended") or row.output is not None:
+            outputs[row.name] = row.output
+        if row.resume_data is not None:
+            resume[row.name] = row.resume_data
+    return outputs, resume
+
+
+def recent_runs(workflow: Workflow, limit: int = 10) -> list[Run]:
+    """The runs a test can take its input and earlier outputs from, newest first."""
+    return list(
+        db.session.scalars(
+            select(Run)
+            .where(Run.workflow_id == workflow.id)
+            .order_by(Run.created_at.desc(), Run.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def last_resume_data(workflow_id: int, names: list[str]) -> dict[str, Any]:
+    """The resume_data each named step's last completed test was given, where it had one."""
+    found: dict[str, Any] = {}
+    for name in names:
+        test = last_completed(workflow_id, name)
+        if test is not None and (test.step or {}).get("resume_data") is not None:
+            found[name] = test.step["resume_data"]
+    return found
+
+
+def last_completed(workflow_id: int, name: str) -> StepTest | None:
+    return db.session.scalar(
+        select(StepTest)
+        .where(
+            StepTest.workflow_id == workflow_id,
+            StepTest.step_name == name,
+            StepTest.status == "completed",
+        )
+        .order_by(StepTest.created_at.desc(), StepTest.id.desc())
+        .limit(1)
+    )
+
+
+def workflow_sample(workflow_id: int) -> Any:
+    """The input the workflow's last step test used, if any: the editor's one sample input."""
+    return db.session.scalar(
+        select(StepTest.input)
+        .where(StepTest.workflow_id == workflow_id)
+        .order_by(StepTest.created_at.desc(), StepTest.id.desc())
+        .limit(1)
+    )
 
 
 def last_outputs(workflow_id: int, names: list[str]) -> dict[str, Any]:
     """The output of each named step's last completed test, for those that have one."""
     outputs: dict[str, Any] = {}
     for name in names:
-        row = db.session.scalar(
-            select(StepTest)
-            .where(
-                StepTest.workflow_id == workflow_id,
-                StepTest.step_name == name,
-                StepTest.status == "completed",
-            )
-            .order_by(StepTest.created_at.desc(), StepTest.id.desc())
-            .limit(1)
-        )
+        row = last_completed(workflow_id, name)
         if row is not None:
             outputs[name] = row.output
     return outputs
@@ -75,39 +131,42 @@ def start_step_test(
     step_name: str,
     sample_input: Any,
     user: str | None,
+    resume: dict[str, Any] | None = None,
+    run: Run | None = None,
 ) -> StepTest:
-    """Record a test of one step of ``definition`` and put it on the test queue."""
+    """Record a test of one step of ``definition`` and put it on the test queue. ``resume``
+    holds resume_data by step name (this step's is kept with its test); with ``run``, the
+    earlier steps' outputs and resume_data come from that run."""
     steps = definition.get("steps") or []
     names = [s["name"] for s in steps]
     if step_name not in names:
         raise NotFound(f"No step named {step_name!r}")
     position = names.index(step_name)
     earlier = names[:position]
-    outputs = last_outputs(workflow.id, earlier)
+    resume = dict(resume or {})
+    if run is not None:
+        outputs, from_run = run_results(run)
+        outputs = {name: outputs[name] for name in earlier if name in outputs}
+        source = f"run {run.id}"
+    else:
+        outputs, from_run = (
+            last_outputs(workflow.id, earlier),
+            last_resume_data(workflow.id, earlier),
+        )
+        source = "its last completed test"
+    for name, value in from_run.items():
+        resume.setdefault(name, value)
     notes = [
-        f"Step {name!r} has no completed test yet, so ctx.steps has no {name!r}: "
-        "test it first to pass its output on."
+        f"Step {name!r} has no output in {source}, so ctx.steps has no {name!r}: "
+        "test it first, or use “Test up to here”."
         for name in earlier
         if name not in outputs
     ]
-    for problem in input_problems(definition.get("input_schema"), sample_input):
-        notes.append(
-            f"The sample input does not match the input schema at {problem['path']}: "
-            f"{problem['message']} (a real run would refuse it)."
-        )
-    test = StepTest(
-        workflow_id=workflow.id,
-        step_name=step_name,
-        status="queued",
-        step=dict(steps[position]),
-        input=sample_input,
-        steps=outputs,
-        notes=notes,
-        created_by=user,
-    )
-    write_transaction()
-    _prune(workflow.id, step_name)
-    db.session.add(test)
+    if run is not None:
+        notes.insert(0, f"Input, earlier outputs and resume_data from run {run.id}.")
+    notes += _input_notes(definition, sample_input)
+    outputs[RESUME] = {name: resume[name] for name in earlier if name in resume}
+    test = _new_test(workflow, steps[position], sample_input, outputs, notes, user, resume)
     db.session.commit()
     try:
         enqueue_step_test(test.id)
@@ -117,6 +176,87 @@ def start_step_test(
         )
         db.session.refresh(test)
     return test
+
+
+def start_chain(
+    workflow: Workflow,
+    definition: dict[str, Any],
+    step_name: str,
+    sample_input: Any,
+    user: str | None,
+    resume: dict[str, Any] | None = None,
+) -> list[StepTest]:
+    """ "Test up to here": a test of every step up to ``step_name``, executed in order by one
+    job, each step's output (and given resume_data) feeding the next step's ``ctx.steps``."""
+    steps = definition.get("steps") or []
+    names = [s["name"] for s in steps]
+    if step_name not in names:
+        raise NotFound(f"No step named {step_name!r}")
+    notes = _input_notes(definition, sample_input)
+    tests = [
+        _new_test(workflow, step, sample_input, {}, list(notes), user, resume or {})
+        for step in steps[: names.index(step_name) + 1]
+    ]
+    db.session.commit()
+    try:
+        enqueue_step_test_chain([test.id for test in tests])
+    except redis.RedisError as exc:
+        for test in tests:
+            finish_step_test(
+                test.id, "failed", error=f"Could not reach the test queue: {exc}", claimed=False
+            )
+            db.session.refresh(test)
+    return tests
+
+
+def _input_notes(definition: dict[str, Any], sample_input: Any) -> list[str]:
+    return [
+        f"The sample input does not match the input schema at {problem['path']}: "
+        f"{problem['message']} (a real run would refuse it)."
+        for problem in input_problems(definition.get("input_schema"), sample_input)
+    ]
+
+
+def _new_test(
+    workflow: Workflow,
+    step: dict[str, Any],
+    sample_input: Any,
+    outputs: dict[str, Any],
+    notes: list[str],
+    user: str | None,
+    resume: dict[str, Any],
+) -> StepTest:
+    """A queued test added to the session (the caller commits)."""
+    recorded = dict(step)
+    if resume.get(step["name"]) is not None:
+        recorded["resume_data"] = resume[step["name"]]
+    test = StepTest(
+        workflow_id=workflow.id,
+        step_name=step["name"],
+        status="queued",
+        step=recorded,
+        input=sample_input,
+        steps=outputs,
+        notes=notes,
+        created_by=user,
+    )
+    write_transaction()
+    _prune(workflow.id, step["name"])
+    db.session.add(test)
+    db.session.flush()
+    return test
+
+
+def feed_step_test(test_id: str, steps: dict[str, Any]) -> None:
+    """Hand a chained test the outputs of the chain's earlier tests before it executes."""
+    write_transaction()
+    db.session.execute(
+        update(StepTest)
+        .where(StepTest.id == test_id, StepTest.status == "queued")
+        .values(steps=steps)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
 
 
 def _prune(workflow_id: int, step_name: str) -> None:

@@ -91,6 +91,8 @@
     if (!holder) return;
     var target = document.querySelector(holder.getAttribute("data-focus"));
     holder.removeAttribute("data-focus");
+    var body = target && target.closest(".card-body[hidden]");
+    if (body) setCard(body.closest(".step-card"), true);
     if (target && target.disabled) {
       var card = target.closest(".step-card");
       target = card && card.querySelector(".card-title");
@@ -109,9 +111,33 @@
     });
   }
 
+  // A card is either its one-line outline (name, kind, summary) or its whole form. What the
+  // person chose survives the pipeline being redrawn (a move, a new step).
+  var chosen = {};
+  function setCard(card, open) {
+    if (!card) return;
+    chosen[card.dataset.step] = open;
+    var toggle = card.querySelector(".collapse-toggle");
+    var body = card.querySelector(".card-body");
+    var word = open ? "Collapse" : "Expand";
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    toggle.setAttribute("aria-label", word + " " + card.dataset.step);
+    toggle.textContent = word;
+    card.classList.toggle("outlined", !open);
+    if (!body) return;
+    body.hidden = !open;
+    if (open) body.querySelectorAll("textarea.code-editor").forEach(function (ta) {
+      if (ta.codeMirror) ta.codeMirror.refresh();
+    });
+  }
+
   htmx.onLoad(function (root) {
     if (!root.querySelectorAll) return;
     root.querySelectorAll("textarea.code-editor").forEach(initCode);
+    var cards = root.matches && root.matches(".step-card") ? [root] : root.querySelectorAll(".step-card");
+    Array.prototype.forEach.call(cards, function (card) {
+      if (card.dataset.step in chosen) setCard(card, chosen[card.dataset.step]);
+    });
     if (root.matches && root.matches(".sortable")) initSortable(root);
     root.querySelectorAll(".sortable").forEach(initSortable);
     root.querySelectorAll(".input-form").forEach(setMode);
@@ -166,16 +192,15 @@
   document.addEventListener("click", function (e) {
     var toggle = e.target.closest && e.target.closest(".collapse-toggle");
     if (toggle) {
-      var body = document.getElementById(toggle.getAttribute("aria-controls"));
-      var open = toggle.getAttribute("aria-expanded") === "true";
-      toggle.setAttribute("aria-expanded", open ? "false" : "true");
-      toggle.textContent = open ? "Expand" : "Collapse";
-      if (body) {
-        body.hidden = open;
-        if (!open) body.querySelectorAll("textarea.code-editor").forEach(function (ta) {
-          if (ta.codeMirror) ta.codeMirror.refresh();
-        });
-      }
+      setCard(toggle.closest(".step-card"), toggle.getAttribute("aria-expanded") !== "true");
+      return;
+    }
+    var all = e.target.closest && e.target.closest(".outline-toggle, .expand-all");
+    if (all) {
+      var expand = all.classList.contains("expand-all");
+      document.querySelectorAll("#steps .step-card").forEach(function (card) { setCard(card, expand); });
+      var outline = document.querySelector(".outline-toggle");
+      if (outline) outline.setAttribute("aria-pressed", expand ? "false" : "true");
       return;
     }
     var copy = e.target.closest && e.target.closest("button.copy");

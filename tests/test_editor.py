@@ -388,11 +388,11 @@ def test_publish_refuses_an_invalid_draft_with_its_problems(app, editor):
 def test_discard_returns_to_the_latest_version(app, editor, define):
     define("kept", [("one", code("return 1"))])
     editor.add("kept", position=1)
-    assert step_names("kept") == ["one", "step_1"]
+    assert step_names("kept") == ["one", "step_2"]
     assert "schedules" not in draft_of("kept")
     editor.post("/workflows/kept/discard", {"revision": editor.revision("kept")}, htmx=False)
     assert draft_of("kept") is None
-    assert 'id="step-step_1"' not in editor.page("/workflows/kept")
+    assert 'id="step-step_2"' not in editor.page("/workflows/kept")
 
 
 # ------------------------------------------------------------------------ built-in kinds

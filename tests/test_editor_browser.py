@@ -79,7 +79,7 @@ def test_build_test_publish_run_and_approve(app, live, page):
 
     # Step 3: Python code after the approval, renamed.
     add_step(page, 2, "Python code")
-    last = page.locator("#step-step_2")
+    last = page.locator("#step-step_3")  # named after the count: the third step
     last.wait_for()
     last.get_by_label("Step name").fill("finish")
     type_code(
@@ -107,21 +107,38 @@ def test_build_test_publish_run_and_approve(app, live, page):
     titles = page.locator(".step-card .card-title").all_text_contents()
     assert titles == ["step_1", "approval", "finish"]
 
-    # Test the first step on the worker (the test queue).
+    # Test the first step on the worker (the test queue), with the workflow's one test input.
     first = page.locator("#step-step_1")
-    first.locator(".test-panel summary").click()
-    first.get_by_label("Sample input (JSON)").fill(
+    assert page.locator("textarea[name=sample_input]").count() == 1  # not one per card
+    page.locator("#test-input").get_by_label("Sample input (JSON)").fill(
         '{"name": "Ada", "approver": "boss@example.com"}'
     )
+    first.locator(".test-panel summary").click()
     first.get_by_role("button", name="Test this step").click()
     result = page.locator("#test-step_1")
     result.get_by_text("completed").wait_for(timeout=60_000)
     assert "Hello Ada" in result.inner_text() and "greeting" in result.inner_text()
+
+    # "Test up to here" on the last step: every step in order, each output passed on, the
+    # approval's suspend reported rather than performed, with the resume_data typed for it.
+    approval.locator(".test-panel summary").click()
+    approval.get_by_label(re.compile("resume_data")).fill('{"decision": "approve"}')
+    last = page.locator("#step-finish")
+    last.locator(".test-panel summary").click()
+    last.get_by_role("button", name="Test up to here").click()
+    chain = page.locator("#test-finish")
+    expect(chain.locator(".chain-results > li")).to_have_count(3)
+    expect(chain.locator(".badge.status-completed")).to_have_count(3, timeout=60_000)
+    assert chain.locator("h5").first.inner_text() == "step_1"
+    expect(chain).to_contain_text("ctx.flow.suspend was called")
+    expect(chain).to_contain_text('"greeting": "Hello Ada"')
+    expect(chain).to_contain_text("resume_data given to: approval")
+    last.locator(".test-panel").scroll_into_view_if_needed()
     screenshot(page, "editor-1280")
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, "editor-390")
     # Viewport-sized views of the narrow layout, easier to look at than one tall image.
-    for index, selector in enumerate(("#pipeline", "#step-approval", "#input")):
+    for index, selector in enumerate(("#pipeline", "#step-approval", "#test-finish", "#input")):
         page.locator(selector).scroll_into_view_if_needed()
         page.screenshot(path=str(SCREENSHOTS / f"editor-390-part{index + 1}.png"))
     page.set_viewport_size({"width": 1280, "height": 900})
@@ -175,11 +192,11 @@ def test_reorder_by_drag_and_keyboard_and_a_syntax_error_at_its_line(app, live, 
     browser_log_in(page, live.base, "ed@example.com", "s3cret-pass")
     page.goto(live.url("/workflows/ordered"))
 
-    # Collapse the cards, then drag s3 by its handle above s1.
-    for name in ("s1", "s2", "s3"):
-        page.locator(f"#step-{name} .collapse-toggle").click()
+    # Published, unchanged cards start as one-line outlines; drag s3 by its handle above s1.
     assert page.locator("#body-s1").is_hidden()
     assert page.locator("#step-s1 .collapse-toggle").get_attribute("aria-expanded") == "false"
+    expect(page.locator("#step-s1 .outline-summary")).to_have_text("2 lines: return 1")
+    page.locator("#step-s3").scroll_into_view_if_needed()  # below the test input card
     handle = page.locator("#step-s3 .drag-handle").bounding_box()
     target = page.locator("#step-s1").bounding_box()
     page.mouse.move(handle["x"] + 5, handle["y"] + 5)
@@ -191,7 +208,9 @@ def test_reorder_by_drag_and_keyboard_and_a_syntax_error_at_its_line(app, live, 
     page.reload()
     assert page.locator(".step-card .card-title").all_text_contents() == ["s3", "s1", "s2"]
 
-    # Keyboard: focus "Move down" on s3 and press Enter twice; focus follows the card.
+    # Keyboard: open s3, focus "Move down" and press Enter twice; focus follows the card,
+    # which stays open.
+    page.get_by_role("button", name="Expand s3").press("Enter")
     page.locator("#step-s3 .move-down").focus()
     page.keyboard.press("Enter")
     live.until(lambda: order_of("ordered") == ["s1", "s3", "s2"], "the move to save")
@@ -204,6 +223,7 @@ def test_reorder_by_drag_and_keyboard_and_a_syntax_error_at_its_line(app, live, 
 
     # A syntax error is shown at its line, highlighted in the editor; nothing is saved.
     card = page.locator("#step-s2")
+    card.get_by_role("button", name="Expand s2").click()
     type_code(page, card, ["def run(ctx):", "x = [1, 2", "return x"])
     dirty = page.evaluate("document.querySelector('#step-s2 form').hasAttribute('data-dirty')")
     assert dirty

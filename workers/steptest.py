@@ -1,6 +1,7 @@
-"""The "Test this step" job (test queue): executes one step's code in the worker's step
-sandbox, as a run's steps are, with the editor's sample input, the earlier steps' last test
-outputs and the step's timeout.
+"""The "Test this step" and "Test up to here" jobs (test queue): execute a step's code in the
+worker's step sandbox, as a run's steps are, with the editor's sample input, the earlier steps'
+outputs and resume_data (``console.steptests``) and the step's timeout. A chain executes its
+tests in order, each output passed on to the next test's ``ctx.steps``.
 
 Nothing here touches a run. Suspend, rerun, ``ctx.wait`` and email are not performed: the
 test result says what a real run would have done instead.
@@ -29,6 +30,42 @@ def run_step_test(test_id: str) -> str | None:
     """The RQ job. Returns the test's final status (None when another worker had it)."""
     with job_context():
         return execute(test_id)
+
+
+def run_step_test_chain(test_ids: list[str]) -> list[str | None]:
+    """The "Test up to here" RQ job. A step that fails leaves the later ones unexecuted."""
+    with job_context():
+        statuses: list[str | None] = []
+        outputs: dict[str, Any] = {}
+        resume: dict[str, Any] = {}
+        failed: str | None = None
+        for test_id in test_ids:
+            test = db.session.get(StepTest, test_id)
+            if test is None:
+                statuses.append(None)
+                continue
+            name, step_resume = test.step_name, (test.step or {}).get("resume_data")
+            if failed is not None:
+                steptests.finish_step_test(
+                    test_id,
+                    "failed",
+                    error=f"Not executed: the earlier step {failed!r} failed.",
+                    claimed=False,
+                )
+                statuses.append("failed")
+                continue
+            steptests.feed_step_test(test_id, {**outputs, steptests.RESUME: dict(resume)})
+            status = execute(test_id)
+            statuses.append(status)
+            if status != "completed":
+                failed = name
+                continue
+            db.session.expire_all()
+            done = db.session.get(StepTest, test_id)
+            outputs[name] = done.output if done is not None else None
+            if step_resume is not None:
+                resume[name] = step_resume
+        return statuses
 
 
 class TestControl:
@@ -84,8 +121,11 @@ def execute(test_id: str) -> str | None:
     assert test is not None
     step = test.step
     notes = list(test.notes or [])
+    given = dict(test.steps or {})
+    resume = given.pop(steptests.RESUME, None) or {}
     earlier = {
-        name: StepResult(name, "completed", output) for name, output in (test.steps or {}).items()
+        name: StepResult(name, "completed", output, resume_data=resume.get(name))
+        for name, output in given.items()
     }
     workflow_name = db.session.scalar(select(Workflow.name).where(Workflow.id == test.workflow_id))
     logger = StepLogger(step["name"], 1)

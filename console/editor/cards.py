@@ -10,10 +10,10 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from .. import secrets, stepkinds
+from .. import secrets, stepkinds, steptests
 from ..definitions import STEP_DEFAULTS, check_step_code
 from ..drafts import StaleDraft
-from ..models import StepTest
+from ..models import StepTest, Workflow
 from . import kind_forms
 from .forms import StepForm
 
@@ -50,6 +50,9 @@ class Card:
     test: StepTest | None = None
     sample_input: str = "{}"
     kind_form: Any = None
+    # A published step the draft has not changed starts as its one-line outline.
+    collapsed: bool = False
+    resume_data: str = ""
 
     @property
     def is_kind(self) -> bool:
@@ -58,6 +61,16 @@ class Card:
     @property
     def label(self) -> str:
         return kind_label(self.step)
+
+    @property
+    def summary(self) -> str:
+        return step_summary(self.step)
+
+    @property
+    def suspends(self) -> bool:
+        """The step may suspend or re-run, so its test takes the resume_data a run would."""
+        code = self.step.get("code") or ""
+        return "ctx.flow.suspend" in code or "ctx.flow.rerun" in code
 
     @property
     def code_error_line(self) -> int | None:
@@ -112,7 +125,8 @@ def new_step(kind: str, taken: set[str]) -> dict[str, Any]:
     """A fresh step of the chosen kind ("code" or a built-in kind's name)."""
     step: dict[str, Any] = dict(STEP_DEFAULTS)
     if kind in ("", "code"):
-        number = 1
+        # Named after its place in the count (a fourth step is step_4), never a name taken.
+        number = len(taken) + 1
         while f"step_{number}" in taken:
             number += 1
         step.update(name=f"step_{number}", code=CODE_TEMPLATE)
@@ -170,5 +184,50 @@ def read_card(
     return step, errors, code_error, config_form
 
 
+def step_summary(step: dict[str, Any], width: int = 90) -> str:
+    """A card's outline: the kind's settings (``url: …, method: GET``), or the size and first
+    statement of a code step, on one line."""
+    if step.get("kind"):
+        parts = [
+            f"{key}: {value if isinstance(value, str) else json.dumps(value)}"
+            for key, value in (step.get("config") or {}).items()
+            if value not in (None, "", [], {})
+        ]
+        text = ", ".join(parts) or "default settings"
+    else:
+        lines = [line.strip() for line in (step.get("code") or "").splitlines()]
+        body = [line for line in lines if line and not line.startswith(("#", "def run"))]
+        text = f"{len(lines)} lines" + (f": {body[0]}" if body else "")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def sample_text(value: Any) -> str:
     return json.dumps(value if value is not None else {}, indent=2)
+
+
+def workflow_sample(workflow: Workflow, definition: dict[str, Any]) -> str:
+    """The workflow's one test input: the last one tested with, else the input schema's
+    defaults and examples."""
+    last = steptests.workflow_sample(workflow.id)
+    if isinstance(last, dict):
+        return sample_text(last)
+    return sample_text(example_input(definition.get("input_schema")))
+
+
+def example_input(schema: Any) -> dict[str, Any]:
+    samples = {"string": "text", "number": 1.5, "integer": 1, "boolean": True, "object": {}}
+    example: dict[str, Any] = {}
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    for prop, spec in (properties or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        if "default" in spec:
+            example[prop] = spec["default"]
+        elif isinstance(spec.get("examples"), list) and spec["examples"]:
+            example[prop] = spec["examples"][0]
+        elif spec.get("enum"):
+            example[prop] = spec["enum"][0]
+        elif spec.get("type") == "array":
+            example[prop] = []
+        else:
+            example[prop] = samples.get(str(spec.get("type")))
+    return example

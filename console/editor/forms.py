@@ -94,22 +94,6 @@ class StepForm(RevisionForm):
         }
 
 
-class TestForm(FlaskForm):
-    sample_input = TextAreaField("Sample input (JSON)", default="{}")
-
-    def parsed(self) -> Any:
-        text = (self.sample_input.data or "").strip() or "{}"
-        try:
-            value = parse_json(text)
-        except ValueError as exc:
-            self.sample_input.errors = [f"Not valid JSON: {exc}"]
-            return None
-        if not isinstance(value, dict):
-            self.sample_input.errors = ["The input must be a JSON object, like {}"]
-            return None
-        return value
-
-
 class PublishForm(RevisionForm):
     note = TextAreaField("What changed (note)", validators=[Length(max=2000)])
 

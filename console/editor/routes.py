@@ -30,7 +30,16 @@ from ..models import ACTIVE, Run, Workflow
 from ..web import form_errors, is_htmx
 from ..webhooks import webhook_url
 from . import bp
-from .cards import Card, kind_form, kinds, new_step, read_card, sample_text
+from .cards import (
+    Card,
+    example_input,
+    kind_form,
+    kinds,
+    new_step,
+    read_card,
+    sample_text,
+    workflow_sample,
+)
 from .forms import (
     AddStepForm,
     ImportForm,
@@ -84,6 +93,8 @@ def card_for(workflow: Workflow, definition: dict[str, Any], index: int, **extra
     )
     if card.test is not None and "sample_input" not in extra:
         card.sample_input = sample_text(card.test.input)
+    if card.test is not None and (card.test.step or {}).get("resume_data") is not None:
+        card.resume_data = json.dumps(card.test.step["resume_data"])
     if card.is_kind and card.kind_form is None and kinds():
         card.kind_form = kind_form(step)
     return card
@@ -92,8 +103,10 @@ def card_for(workflow: Workflow, definition: dict[str, Any], index: int, **extra
 def editor_context(workflow: Workflow, **extra: Any) -> dict[str, Any]:
     definition = drafts.editable_definition(workflow)
     overrides: dict[str, Card] = extra.pop("overrides", {})
+    published = published_steps(workflow)
     cards = [
-        overrides.get(step["name"]) or card_for(workflow, definition, index)
+        overrides.get(step["name"])
+        or card_for(workflow, definition, index, collapsed=published.get(step["name"]) == step)
         for index, step in enumerate(definition["steps"])
     ]
     context = {
@@ -107,26 +120,18 @@ def editor_context(workflow: Workflow, **extra: Any) -> dict[str, Any]:
         "trigger": trigger_info(workflow, definition),
         "input_form": input_form_for(definition),
         "problems": [],
+        "test_input": workflow_sample(workflow, definition),
+        "recent_runs": steptests.recent_runs(workflow),
     }
     context.update(extra)
     return context
 
 
-def example_input(schema: Any) -> dict[str, Any]:
-    samples = {"string": "text", "number": 1.5, "integer": 1, "boolean": True, "object": {}}
-    example: dict[str, Any] = {}
-    properties = schema.get("properties") if isinstance(schema, dict) else None
-    for prop, spec in (properties or {}).items():
-        spec = spec if isinstance(spec, dict) else {}
-        if "default" in spec:
-            example[prop] = spec["default"]
-        elif spec.get("enum"):
-            example[prop] = spec["enum"][0]
-        elif spec.get("type") == "array":
-            example[prop] = []
-        else:
-            example[prop] = samples.get(str(spec.get("type")))
-    return example
+def published_steps(workflow: Workflow) -> dict[str, dict[str, Any]]:
+    """The latest published version's steps by name: a card showing one unchanged starts as
+    its outline."""
+    latest = workflow.latest_version
+    return {step["name"]: step for step in (latest.definition["steps"] if latest else [])}
 
 
 def trigger_info(workflow: Workflow, definition: dict[str, Any]) -> dict[str, Any]:
@@ -471,9 +476,9 @@ def problem_text(exc: ConsoleError) -> str:
     return f"{exc.message}: {details}" if details else exc.message
 
 
-@bp.context_processor
+@bp.app_context_processor
 def editor_helpers() -> dict[str, Any]:
-    # The Schedules tab links to a blueprint built in parallel; show it once it exists.
+    # App-wide: the Schedules page draws the workflow's tab bar (editor/_header.html) too.
     return {
         "has_endpoint": lambda endpoint: endpoint in current_app.view_functions,
         "test_overdue": steptests.overdue,
