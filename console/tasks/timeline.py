@@ -28,6 +28,7 @@ AFTER = {"failed": "retry backoff", "slept": "sleeping (ctx.wait)", "rerun": "re
 class Execution:
     """One execution of a step, as the timeline lists it."""
 
+    is_wait = False
     attempt: int
     runs: int
     started: datetime
@@ -50,6 +51,7 @@ class Execution:
 class Wait:
     """A stretch of time the step spent not executing."""
 
+    is_wait = True
     kind: str  # "sleeping (ctx.wait)", "retry backoff", "re-run delay", "suspended", ...
     start: datetime
     end: datetime | None  # None: still waiting
@@ -74,6 +76,12 @@ class StepTime:
     def compute_ms(self) -> int | None:
         known = [e.duration_ms for e in self.executions if e.duration_ms is not None]
         return sum(known) if known else None
+
+    @property
+    def entries(self) -> list[Execution | Wait]:
+        """Executions and waits in the order they happened."""
+        timed: list[Execution | Wait] = [*self.executions, *self.waits]
+        return sorted(timed, key=lambda e: e.started if isinstance(e, Execution) else e.start)
 
     @property
     def waited_ms(self) -> int:
