@@ -13,7 +13,7 @@ from sqlalchemy import update
 from console import runs as domain
 from console.errors import ConsoleError
 from console.extensions import db
-from console.models import BulkAction, Run
+from console.models import BulkAction, OutboxMessage, Run
 from console.serialize import run_detail
 from console.tasks import queries
 from console.tasks.queries import PAGE_SIZE
@@ -448,3 +448,49 @@ def test_a_large_bulk_action_runs_on_a_worker_with_progress(
     seen: list[tuple[int, int]] = []
     domain.bulk_act("pause", domain.RunFilter(workflow_id=wf.id), lambda *c: seen.append(c))
     assert seen == [(2, 0), (3, 0)] and {status_of(r) for r in more} == {"paused"}
+
+
+ASK_BY_EMAIL = [
+    (
+        "ask",
+        code(
+            "links = ctx.flow.suspend(timeout=600)\n"
+            "ctx.send_email(to=['boss@example.com', 'cto@example.com'],\n"
+            "               subject='Approval needed: ship 1.2',\n"
+            "               text='Ship release 1.2?\\nApprove: ' + links.resume_url)\n"
+            "return 'asked'"
+        ),
+    ),
+    ("use", code("return ctx.steps.ask.resume_data")),
+]
+
+
+def test_what_is_approved_shows_on_cards_run_page_and_the_link_page(
+    app, client, auth, define, work
+):
+    wf = define("shipping", ASK_BY_EMAIL)
+    run, _ = domain.start_run(wf, {})
+    work(until=lambda: status_of(run.id) == "suspended")
+    sent = db.session.scalars(db.select(OutboxMessage).filter_by(run_id=run.id)).one()
+    token_path = re.search(r"/flow/resume/\S+", sent.text).group(0)
+    db.session.commit()
+
+    auth.login("viewer")
+    for path in ("/approvals", "/tasks", f"/runs/{run.id}"):
+        page = client.get(path).get_data(as_text=True)
+        assert "Approval needed: ship 1.2" in page, path
+        assert "to boss@example.com, cto@example.com" in page and "Ship release 1.2?" in page
+        assert token_path not in page and "/flow/resume/[hidden]" in page  # viewers see no links
+    auth.logout()
+    auth.login("operator", "op@example.com")
+    card = card_html(client.get("/approvals").get_data(as_text=True), run.id)
+    assert "Approval needed: ship 1.2" in card and token_path in card
+    forged = act(client, "forged", run.id, "approve")  # the decision needs its CSRF token
+    assert "Approved" not in forged.get_data(as_text=True) and status_of(run.id) == "suspended"
+    auth.logout()
+
+    confirm = client.get(token_path)  # public, and a GET changes nothing
+    text = confirm.get_data(as_text=True)
+    assert confirm.status_code == 200 and "Approval needed: ship 1.2" in text
+    assert "boss@example.com, cto@example.com" in text and "/flow/resume/[hidden]" in text
+    assert token_path not in text and status_of(run.id) == "suspended"
