@@ -102,7 +102,9 @@ def test_approve_from_the_card_then_read_the_timeline(app, live, operator, defin
     live.until(lambda: status(run.id) == "completed", "the approved run")
 
     page.goto(live.url(f"/runs/{run.id}"))
-    expect(page.locator("#run-live .run-head")).to_contain_text("3 of 3 steps done")
+    head = page.locator("#run-live .run-head")
+    expect(head).to_contain_text("3 of 3 steps done")
+    expect(head).to_contain_text(re.compile(r"Waited\s*\d+\.\d s"))
     check = page.locator("#step-check")
     expect(check).to_contain_text("Execution 1: attempt 1")
     expect(check).to_contain_text("RuntimeError: the first attempt fails")

@@ -109,6 +109,7 @@ def run_story(run_id: str) -> dict[str, Any]:
     done = min(run.current_step - (1 if wait else 0), run.step_count)
     return {
         "done_steps": max(0, done),
+        "waited_ms": sum(t.waited_ms for t in times.values()),
         "email": approval_emails([run.id]).get(run.id) if wait else None,
         "lineage": lineage(run, detail["steps"]),
         "run": detail,
