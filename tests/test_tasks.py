@@ -494,3 +494,17 @@ def test_what_is_approved_shows_on_cards_run_page_and_the_link_page(
     assert confirm.status_code == 200 and "Approval needed: ship 1.2" in text
     assert "boss@example.com, cto@example.com" in text and "/flow/resume/[hidden]" in text
     assert token_path not in text and status_of(run.id) == "suspended"
+
+
+def test_a_sleeping_step_shows_its_wait_so_far_and_is_not_done(app, client, auth, define, work):
+    wf = define("rests", [("rest", code("ctx.wait('delay', 600)\nreturn 'rested'"))])
+    run, _ = domain.start_run(wf, {})
+    work(until=lambda: status_of(run.id) == "sleeping")
+    auth.login("viewer")
+    page = client.get(f"/runs/{run.id}").get_data(as_text=True)
+    assert "0 of 1 steps done" in page
+    rest = page.split('id="step-rest"')[1]
+    assert "Sleeping (ctx.wait)" in rest and "so far" in rest and "waiting" in rest
+    assert "went to sleep" in rest
+    card = card_html(client.get("/tasks").get_data(as_text=True), run.id)
+    assert 'value="0" max="1"' in card
