@@ -236,6 +236,7 @@ def test_approval_by_email(stack, api, processes) -> None:
         "request": "Ship it",
         "decision": "approved",
         "comment": "looks good",
+        "summary": "Approved: Ship it (looks good)",
     }
     assert run["steps"][0]["resume_data"] == {"comment": "looks good"}
 
@@ -248,6 +249,7 @@ def test_approval_by_email(stack, api, processes) -> None:
     run = finished(api, processes, expire)
     assert run["status"] == "completed", run
     assert run["output"]["decision"] == "expired"
+    assert run["output"]["summary"].startswith("Expired without an answer: ")
     assert run["steps"][0]["timed_out"] is True
 
 

@@ -28,3 +28,15 @@ def test_home_is_the_tasks_page_with_counts(app, client, auth, define, work):
     assert home.status_code == 302 and home.headers["Location"].endswith("/tasks")
     html = client.get(home.headers["Location"]).get_data(as_text=True)
     assert "status-completed" in html and re.search(r"completed</span> <strong>1</strong>", html)
+
+
+def test_every_page_links_a_favicon_that_is_served(app, client, auth):
+    auth.login("viewer")
+    html = client.get("/tasks").get_data(as_text=True)
+    href = re.search(r'<link rel="icon" type="image/svg\+xml" href="([^"]+)"', html).group(1)
+    with client.get(href) as icon:  # a static file: closed when read
+        assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+        assert b"<svg" in icon.data
+    auth.logout()
+    old_path = client.get("/favicon.ico")  # asked for without a login, as browsers do
+    assert old_path.status_code == 301 and old_path.headers["Location"].endswith(href)

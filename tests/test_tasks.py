@@ -13,7 +13,7 @@ from sqlalchemy import update
 from console import runs as domain
 from console.errors import ConsoleError
 from console.extensions import db
-from console.models import BulkAction, Run
+from console.models import BulkAction, OutboxMessage, Run
 from console.serialize import run_detail
 from console.tasks import queries
 from console.tasks.queries import PAGE_SIZE
@@ -127,13 +127,16 @@ def test_actions_follow_the_state_and_stale_actions_say_so(app, client, operator
     text = stale.get_data(as_text=True)
     assert stale.status_code == 200
     assert "This run is canceled now, so it cannot be resumed." in text
-    assert "status-canceled" in text and "act-" not in text.split("card-message")[1]
+    after = text.split("card-message")[1]
+    assert "status-canceled" in text and "act-rerun" in after  # a canceled run's next move
+    assert not any(f"act-{a}" in after for a in ("pause", "resume", "cancel", "approve"))
     assert act(client, operator, run.id, "cancel").status_code == 200  # stale again, no 500
 
     other, _ = domain.start_run(wf, {})
     work()
     done = card_html(client.get("/tasks").get_data(as_text=True), other.id)
-    assert "status-completed" in done and "act-" not in done
+    assert "status-completed" in done and "act-rerun" in done
+    assert not any(f"act-{a}" in done for a in ("pause", "resume", "cancel", "approve"))
     # Without htmx: flash and redirect back.
     plain = client.post(f"/tasks/runs/{other.id}/pause", data={"csrf_token": operator})
     assert plain.status_code == 302
@@ -234,7 +237,10 @@ def test_approve_and_reject_from_the_console(app, client, operator, define, work
     assert cards(client.get(later_page.replace("&amp;", "&")).get_data(as_text=True)) == [later.id]
     monkeypatch.setattr(queries, "APPROVALS_PAGE", page_size)
     card = card_html(page, sooner.id)
-    assert "Approve or reject" in card and "deadline" in card and "<code>ask</code>" in card
+    assert "deadline" in card and "<code>ask</code>" in card
+    # Approve and Reject are in sight; only the optional comment or payload folds away.
+    before_fold = card.split('<details class="decide-note"')[0]
+    assert ">Approve</button>" in before_fold and ">Reject</button>" in before_fold
 
     approved = act(client, operator, sooner.id, "approve", comment="Looks good")
     assert "Approved" in approved.get_data(as_text=True)
@@ -312,7 +318,16 @@ def test_run_page_tells_the_story(app, client, operator, define, work):
     assert "status-suspended" in page and "for approval at <code>ask</code>" in page
     assert "RuntimeError: first attempt fails" in page  # the traceback of the failed attempt
     assert "level-warning" in page and "second time lucky" in page and "attempt 2" in page
-    assert '"who": "ada"' in page and "Re-run from a step" in page
+    assert '"who": "ada"' in page and "not available yet" not in page
+    # Each attempt with its own start and error; the suspend counted as waiting, and the
+    # step that waits is not done.
+    flaky_step = page.split('id="step-flaky"')[1].split('id="step-ask"')[0]
+    assert "Execution 1: attempt 1" in flaky_step and "Execution 2: attempt 2" in flaky_step
+    assert "RuntimeError: first attempt fails</code>" in flaky_step
+    assert "Retry backoff" in flaky_step
+    ask_step = page.split('id="step-ask"')[1].split('id="step-last"')[0]
+    assert "waiting" in ask_step and "Suspended" in ask_step and "so far" in ask_step
+    assert "1 of 3 steps done" in page and "act-rerun" not in page  # not finished yet
     stamp = re.search(r'id="run-live" class="run-live" data-stamp="([^"]+)"', page).group(1)
     assert 'hx-trigger="every 2s"' in page
     assert client.get(f"/runs/{run.id}/live?stamp={stamp}").status_code == 204
@@ -327,6 +342,7 @@ def test_run_page_tells_the_story(app, client, operator, define, work):
     live = client.get(f"/runs/{run.id}/live?stamp={stamp}").get_data(as_text=True)
     assert "status-completed" in live and 'hx-trigger="every 2s"' not in live
     assert "resume_data" in live and '"comment": "ship it"' in live
+    assert "(resumed)" in live and "waited" in live and "3 of 3 steps done" in live
 
     # A worker that died: the run is taken over and its completed steps are replayed.
     db.session.execute(
@@ -345,7 +361,8 @@ def test_run_page_tells_the_story(app, client, operator, define, work):
     assert Runner(run.id).advance() == "completed"
     replayed = client.get(f"/runs/{run.id}").get_data(as_text=True)
     assert replayed.count("replayed from checkpoint") == 3 and "Replays</dt><dd>1 " in replayed
-    assert "act-" not in replayed  # a completed run allows no action
+    # A completed run allows no action but a re-run.
+    assert "act-rerun" in replayed and "act-pause" not in replayed and "act-cancel" not in replayed
     assert client.get(f"/runs/{'0' * 26}").status_code == 404
 
     # Canceled while waiting: the steps it never reached say so (the API says pending).
@@ -431,3 +448,63 @@ def test_a_large_bulk_action_runs_on_a_worker_with_progress(
     seen: list[tuple[int, int]] = []
     domain.bulk_act("pause", domain.RunFilter(workflow_id=wf.id), lambda *c: seen.append(c))
     assert seen == [(2, 0), (3, 0)] and {status_of(r) for r in more} == {"paused"}
+
+
+ASK_BY_EMAIL = [
+    (
+        "ask",
+        code(
+            "links = ctx.flow.suspend(timeout=600)\n"
+            "ctx.send_email(to=['boss@example.com', 'cto@example.com'],\n"
+            "               subject='Approval needed: ship 1.2',\n"
+            "               text='Ship release 1.2?\\nApprove: ' + links.resume_url)\n"
+            "return 'asked'"
+        ),
+    ),
+    ("use", code("return ctx.steps.ask.resume_data")),
+]
+
+
+def test_what_is_approved_shows_on_cards_run_page_and_the_link_page(
+    app, client, auth, define, work
+):
+    wf = define("shipping", ASK_BY_EMAIL)
+    run, _ = domain.start_run(wf, {})
+    work(until=lambda: status_of(run.id) == "suspended")
+    sent = db.session.scalars(db.select(OutboxMessage).filter_by(run_id=run.id)).one()
+    token_path = re.search(r"/flow/resume/\S+", sent.text).group(0)
+    db.session.commit()
+
+    auth.login("viewer")
+    for path in ("/approvals", "/tasks", f"/runs/{run.id}"):
+        page = client.get(path).get_data(as_text=True)
+        assert "Approval needed: ship 1.2" in page, path
+        assert "to boss@example.com, cto@example.com" in page and "Ship release 1.2?" in page
+        assert token_path not in page and "/flow/resume/[hidden]" in page  # viewers see no links
+    auth.logout()
+    auth.login("operator", "op@example.com")
+    card = card_html(client.get("/approvals").get_data(as_text=True), run.id)
+    assert "Approval needed: ship 1.2" in card and token_path in card
+    forged = act(client, "forged", run.id, "approve")  # the decision needs its CSRF token
+    assert "Approved" not in forged.get_data(as_text=True) and status_of(run.id) == "suspended"
+    auth.logout()
+
+    confirm = client.get(token_path)  # public, and a GET changes nothing
+    text = confirm.get_data(as_text=True)
+    assert confirm.status_code == 200 and "Approval needed: ship 1.2" in text
+    assert "boss@example.com, cto@example.com" in text and "/flow/resume/[hidden]" in text
+    assert token_path not in text and status_of(run.id) == "suspended"
+
+
+def test_a_sleeping_step_shows_its_wait_so_far_and_is_not_done(app, client, auth, define, work):
+    wf = define("rests", [("rest", code("ctx.wait('delay', 600)\nreturn 'rested'"))])
+    run, _ = domain.start_run(wf, {})
+    work(until=lambda: status_of(run.id) == "sleeping")
+    auth.login("viewer")
+    page = client.get(f"/runs/{run.id}").get_data(as_text=True)
+    assert "0 of 1 steps done" in page
+    rest = page.split('id="step-rest"')[1]
+    assert "Sleeping (ctx.wait)" in rest and "so far" in rest and "waiting" in rest
+    assert "went to sleep" in rest
+    card = card_html(client.get("/tasks").get_data(as_text=True), run.id)
+    assert 'value="0" max="1"' in card

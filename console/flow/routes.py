@@ -12,6 +12,7 @@ from ..auth import public
 from ..errors import ConsoleError, NotFound
 from ..jsonbody import JSONRefused, body_json, parse_json, read_body
 from ..models import Run, Waitpoint
+from ..tasks.queries import approval_emails
 from . import bp
 
 ACTIONS = ("resume", "cancel")
@@ -94,7 +95,11 @@ def console_error(exc: ConsoleError) -> Any:
 @public
 def confirm(action: str, token: str) -> Any:
     waitpoint, run = load(action, token)
-    return render_template("flow/confirm.html", action=action, waitpoint=waitpoint, run=run)
+    # Links masked: this page is public, and whoever holds one link need not see the other.
+    email = approval_emails([], waitpoint, links=False).get(run.id)
+    return render_template(
+        "flow/confirm.html", action=action, waitpoint=waitpoint, run=run, email=email
+    )
 
 
 @bp.route("/<action>/<token>", methods=["POST", "PUT", "PATCH"])

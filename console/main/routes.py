@@ -59,6 +59,13 @@ def index() -> Any:
     return redirect(url_for("tasks.index"))
 
 
+@bp.get("/favicon.ico")
+@public
+def favicon() -> Any:
+    """Pages link the SVG icon; this answers the tools that ask for the old path anyway."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
+
+
 @bp.get("/healthz")
 @public
 def healthz() -> Any:

@@ -22,7 +22,15 @@ from sqlalchemy import and_, func, or_, select, union_all
 from .. import runs as domain
 from ..extensions import db
 from ..links import links_visible, mask_links
-from ..models import RUN_STATUSES, TERMINAL, Run, Waitpoint, Workflow, WorkflowVersion
+from ..models import (
+    RUN_STATUSES,
+    TERMINAL,
+    OutboxMessage,
+    Run,
+    Waitpoint,
+    Workflow,
+    WorkflowVersion,
+)
 from ..timeutil import isoformat, utcnow
 
 PAGE_SIZE = 25
@@ -221,6 +229,8 @@ class Card:
     waiting_step: str | None = None
     # Pending for a concurrency slot: (runs holding one, the workflow's limit).
     slots: tuple[int, int] | None = None
+    # The email the waiting step sent, so that the decision is made knowing what was asked.
+    email: ApprovalEmail | None = None
 
     @property
     def terminal(self) -> bool:
@@ -228,7 +238,10 @@ class Card:
 
     @property
     def done_steps(self) -> int:
-        return min(self.current_step, self.step_count)
+        # A suspended step has moved the run's position past itself, but it is not done
+        # until it is decided.
+        waiting = 1 if self.waiting_step is not None else 0
+        return max(0, min(self.current_step - waiting, self.step_count))
 
     @property
     def error_line(self) -> str:
@@ -247,6 +260,7 @@ def build_cards(rows: Sequence[Any]) -> list[Card]:
     waiting = open_waits([r.id for r in rows if r.status in ("suspended", "paused")])
     shown = links_visible()
     slotted = domain.waiting_runs([r.id for r in rows if r.status == "pending"])
+    emails = approval_emails(list(waiting))
     cards = []
     for r in rows:
         info = infos.get(r.version_id) or VersionInfo("?", "", "?", ())
@@ -275,6 +289,7 @@ def build_cards(rows: Sequence[Any]) -> list[Card]:
                 deadline=isoformat(wait[1]) if wait else None,
                 waiting_step=wait[0] if wait else None,
                 slots=(slotted[r.id].running, slotted[r.id].limit) if r.id in slotted else None,
+                email=emails.get(r.id),
             )
         )
     return cards
@@ -290,6 +305,43 @@ def open_waits(run_ids: list[str]) -> dict[str, tuple[str, datetime | None]]:
         )
     ).all()
     return {r.run_id: (r.step_name, r.expires_at) for r in rows}
+
+
+@dataclass(frozen=True)
+class ApprovalEmail:
+    """An email a waiting step sent (who to, subject, text), its links masked for those who
+    may not see links."""
+
+    recipients: list[str]
+    subject: str
+    text: str
+
+
+def approval_emails(
+    run_ids: list[str], waitpoint: Waitpoint | None = None, links: bool | None = None
+) -> dict[str, ApprovalEmail]:
+    """The last email the step execution waiting for a decision sent, per run: of the open
+    suspends of ``run_ids``, or of ``waitpoint`` (whatever its state)."""
+    shown = links_visible() if links is None else links
+    M, W = OutboxMessage, Waitpoint
+    query = select(M.run_id, M.recipients, M.subject, M.text).order_by(M.id)
+    if waitpoint is not None:
+        query = query.where(
+            M.run_id == waitpoint.run_id,
+            M.step_name == waitpoint.step_name,
+            M.runs == waitpoint.runs,
+        )
+    elif run_ids:
+        query = query.join(
+            W, and_(W.run_id == M.run_id, W.step_name == M.step_name, W.runs == M.runs)
+        ).where(M.run_id.in_(run_ids), W.kind == "suspend", W.state == "open")
+    else:
+        return {}
+    emails = {}
+    for row in db.session.execute(query):
+        text = row.text if shown else mask_links(row.text)
+        emails[row.run_id] = ApprovalEmail(list(row.recipients or []), row.subject, text)
+    return emails
 
 
 def card(run_id: str) -> Card | None:

@@ -16,7 +16,8 @@ from ..links import links_visible, mask_links
 from ..models import LogLine, Run
 from ..serialize import run_detail
 from ..timeutil import isoformat
-from .queries import open_waits, stamp
+from .queries import approval_emails, open_waits, stamp
+from .timeline import step_times
 
 LOG_LIMIT = 2000
 
@@ -86,8 +87,10 @@ def run_story(run_id: str) -> dict[str, Any]:
     by_step: dict[str | None, list[ShownLine]] = {}
     for line in logs:
         by_step.setdefault(line.step_name, []).append(line)
+    times = step_times(run)
     for position, view in enumerate(detail["steps"]):
         row = rows.get(view["name"])
+        view["time"] = times.get(view["name"])
         view["replayed"] = bool(
             row is not None
             and row.status == "completed"
@@ -102,7 +105,12 @@ def run_story(run_id: str) -> dict[str, Any]:
         # says what it means.
         view["not_run"] = row is None and run.is_terminal and view["status"] == "pending"
     wait = open_waits([run.id]).get(run.id)
+    # A step waiting for a decision has moved the run past itself, but it is not done.
+    done = min(run.current_step - (1 if wait else 0), run.step_count)
     return {
+        "done_steps": max(0, done),
+        "waited_ms": sum(t.waited_ms for t in times.values()),
+        "email": approval_emails([run.id]).get(run.id) if wait else None,
         "lineage": lineage(run, detail["steps"]),
         "run": detail,
         "steps": detail["steps"],
