@@ -200,6 +200,34 @@ def test_bad_schedules_are_refused_with_a_message_each(api):
     assert api.get("/api/workflows").json["data"] == []
 
 
+def test_a_json_input_the_input_schema_refuses_is_refused_at_save(api):
+    schema = {
+        "type": "object",
+        "properties": {"date": {"type": "string"}, "limit": {"type": "integer"}},
+        "required": ["date"],
+    }
+    body = {
+        "input_schema": schema,
+        "steps": [step()],
+        "schedules": [
+            daily(input={"date": "2026-01-01"}),
+            daily(name="weekly", input={"limit": "ten"}),
+            daily(name="nightly", input="def input(now):\n    return {}\n"),
+        ],
+    }
+    response = put(api, "greet", body)
+    assert response.status_code == 422
+    assert details_by_path(response) == {
+        "/schedules/1/input": (
+            "does not satisfy the workflow's input schema: 'date' is a required property; "
+            "/limit: 'ten' is not of type 'integer'"
+        )
+    }
+    assert api.get("/api/workflows").json["data"] == []
+    body["schedules"][1]["input"] = {"date": "2026-01-01", "limit": 10}
+    assert put(api, "greet", body).status_code in (200, 201)
+
+
 def test_definitions_replace_schedules_by_name_without_publishing(app, api):
     app.config["CONSOLE_TIMEZONE"] = "Europe/Berlin"
     first = put(
@@ -321,9 +349,11 @@ def test_failing_snippet_and_bad_input_are_failed_fires(define, client):
     define(
         "report",
         [("one", "def run(ctx):\n    return 1")],
-        input_schema=SCHEMA,
         schedules=[{"name": "hourly", "cron": "0 * * * *", "input": {"day": 1}}],
     )
+    # A later version's stricter schema, published without the schedules: a save cannot see
+    # that the schedule's input no longer fits, so the fire records it.
+    define("report", [("one", "def run(ctx):\n    return 2")], input_schema=SCHEMA)
     invalid = fire_now(schedule.id, utc(2026, 1, 1, 6))
     assert invalid.status == "failed"
     assert "/: 'date' is a required property" in invalid.error

@@ -24,14 +24,16 @@ from sqlalchemy import func, select
 
 from .. import drafts, steptests
 from ..auth import role
+from ..definitions import snake_case
 from ..errors import Conflict, ConsoleError
 from ..extensions import db
 from ..models import ACTIVE, Run, Workflow
-from ..web import form_errors, is_htmx
+from ..web import form_error_text, is_htmx
 from ..webhooks import webhook_url
 from . import bp
 from .cards import Card, kind_form, kinds, new_step, read_card, sample_text
 from .forms import (
+    NAME_MESSAGE,
     AddStepForm,
     ImportForm,
     InputForm,
@@ -199,6 +201,11 @@ def refused(workflow: Workflow, message: str, status: int = 409) -> Any:
 @bp.get("/workflows")
 @role("viewer")
 def index() -> Any:
+    return workflows_page(NewWorkflowForm())
+
+
+def workflows_page(form: NewWorkflowForm, status: int = 200) -> Any:
+    """The list of workflows with the New workflow form (as typed, with its errors)."""
     workflows = db.session.scalars(select(Workflow).order_by(Workflow.name)).all()
     active = dict(
         db.session.execute(
@@ -207,29 +214,37 @@ def index() -> Any:
             .group_by(Run.workflow_id)
         ).all()
     )
-    return render_template(
-        "editor/index.html",
-        workflows=workflows,
-        active=active,
-        form=NewWorkflowForm(),
-        import_form=ImportForm(),
-    )
+    context = {"workflows": workflows, "active": active, "import_form": ImportForm()}
+    return render_template("editor/index.html", form=form, **context), status
 
 
 @bp.post("/workflows")
 @role("editor")
 def create() -> Any:
+    """Create a workflow; refused, the form shows again as typed, errors at their fields."""
     form = NewWorkflowForm()
     if not form.validate_on_submit():
-        for message in form_errors(form):
-            flash(message, "error")
-        return redirect(url_for("editor.index"))
+        if "csrf_token" in form.errors:
+            flash(form_error_text(form), "error")
+        suggest_name(form)
+        return workflows_page(form, 422)
     try:
         workflow = drafts.create_workflow(form.title.data, form.name.data, actor())
     except ConsoleError as exc:
-        flash(problem_text(exc), "error")
-        return redirect(url_for("editor.index"))
+        conflict = isinstance(exc, Conflict)
+        if conflict or (form.name.data or "").strip():  # the name typed, or the title's taken
+            form.name.errors = [exc.message if conflict else NAME_MESSAGE]
+        else:
+            form.title.errors = ["No name can be made from this title: give a name."]
+        return workflows_page(form, 409 if conflict else 422)
     return redirect(url_for("editor.workflow", name=workflow.name))
+
+
+def suggest_name(form: NewWorkflowForm) -> None:
+    """A name with spaces or capitals: say which would do ("My flow" → my_flow)."""
+    typed, slug = (form.name.data or "").strip(), snake_case(form.name.data or "")
+    if form.name.errors and slug and slug != typed:
+        form.name.errors = [*form.name.errors, f"For example: {slug}"]
 
 
 @bp.get("/workflows/<name>")
