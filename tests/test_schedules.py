@@ -6,6 +6,7 @@ The slow tests with real ``flask scheduler`` processes are in ``test_schedule_pr
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -689,3 +690,25 @@ def test_editors_add_edit_pause_and_delete(define, client):
     editor.post("/workflows/report/schedules/hourly/delete", data={"csrf_token": token})
     assert {s.name for s in db.session.scalars(select(Schedule))} == {"weekday_report"}
     assert editor.get("/workflows/nope/schedules").status_code == 404
+
+
+def test_the_schedule_form_checks_the_input_and_keeps_what_was_typed(define, client):
+    make(define, input={"date": "2026-01-01"}, input_schema=SCHEMA)
+    create_user("editor@example.com", "editor", "s3cret-pass")
+    token = log_in(client, "editor@example.com", "s3cret-pass")
+    form = {"csrf_token": token, "name": "Daily at 9am", "cron": "0 9 * *", "timezone": "UTC"}
+    refused = client.post("/workflows/report/schedules", data={**form, "input": '{"day": 1}'})
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    error = re.search(r'<p class="field-error" id="input-error">([^<]*)</p>', html)
+    assert error and "does not satisfy the workflow&#39;s input schema" in error[1]
+    assert "&#39;date&#39; is a required property" in error[1]
+    assert "{&#34;day&#34;: 1}</textarea>" in html and 'value="Daily at 9am"' in html
+    assert html.count("must have 5 fields") == 1  # the preview says it; the field does not
+    added = client.post(
+        "/workflows/report/schedules",
+        data={**form, "cron": "0 9 * * *", "input": '{"date": "2026-01-02"}'},
+    )
+    assert added.status_code == 302 and added.headers["Location"].endswith("#schedule-daily_at_9am")
+    row = db.session.scalar(select(Schedule).filter_by(name="daily_at_9am"))
+    assert row is not None and row.input == {"date": "2026-01-02"}
