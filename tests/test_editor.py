@@ -829,3 +829,21 @@ def test_the_step_edits_are_domain_functions(app):
     assert step_names("edits") == ["c", "a"]
     with pytest.raises(NotFound):
         drafts.convert_step(workflow, "zz", base_revision=revision + 3, user="ed")
+
+
+def test_an_input_field_the_schema_lacks_is_a_warning_at_the_setting(app, editor):
+    from console.definitions import save_workflow
+
+    schema = {"type": "object", "properties": {"email": {"type": "string"}}}
+    url = "https://example.com/users/{{ input.user_id }}"
+    http = {"name": "fetch", "kind": "http", "config": {"url": url}}
+    save_workflow({"name": "lookup", "input_schema": schema, "steps": [http]}, publish=False)
+    html = editor.page("/workflows/lookup")
+    warning = re.search(r'<p class="field-warning" role="note">([^<]*)</p>', html)
+    assert warning and "the input schema has no field &#39;user_id&#39;" in warning[1]
+    assert "(its fields: email)" in warning[1]
+    assert "field-error" not in html  # a warning: the step is saved and can be published
+    assert draft_of("lookup")["steps"][0]["config"]["url"] == url
+    http["config"]["url"] = "https://example.com/users/{{ input.email }}"
+    save_workflow({"name": "lookup", "input_schema": schema, "steps": [http]}, publish=False)
+    assert "field-warning" not in editor.page("/workflows/lookup")

@@ -50,6 +50,7 @@ class Card:
     test: StepTest | None = None
     sample_input: str = "{}"
     kind_form: Any = None
+    input_schema: Any = None  # the draft's, for the warnings of {{ input.<field> }}
 
     @property
     def is_kind(self) -> bool:
@@ -81,6 +82,13 @@ class Card:
                     "with KeyError until it is added on the Secrets page."
                 )
         return found
+
+    @property
+    def unknown_inputs(self) -> dict[str, str]:
+        """A warning per setting naming an input field the input schema does not have."""
+        if not self.is_kind:
+            return {}
+        return stepkinds.input_reference_warnings(self.step.get("config"), self.input_schema)
 
     def form(self) -> StepForm:
         """The card's form filled with the shown values (no request data)."""

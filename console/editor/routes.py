@@ -82,6 +82,7 @@ def card_for(workflow: Workflow, definition: dict[str, Any], index: int, **extra
         index=index,
         count=len(definition["steps"]),
         test=steptests.last_test(workflow.id, step["name"]),
+        input_schema=definition.get("input_schema"),
         **extra,
     )
     if card.test is not None and "sample_input" not in extra:
@@ -318,6 +319,7 @@ def save_step(name: str, step: str) -> Any:
         kind_form=config_form,
         test=steptests.last_test(workflow.id, step),
         sample_input=request.form.get("sample_input", "{}"),
+        input_schema=definition.get("input_schema"),
     )
     has_config_errors = config_form is not None and any(f.errors for f in config_form)
     if errors or code_error or has_config_errors or "csrf_token" in form.errors:
