@@ -20,7 +20,7 @@ from .checks import (
     parse_headers,
     parse_statuses,
 )
-from .codegen import python_literal
+from .codegen import helper_functions, python_literal
 from .kinds import (
     CODE_LABEL,
     KINDS,
@@ -51,6 +51,7 @@ __all__ = [
     "describe",
     "executed_code",
     "generate_code",
+    "helper_functions",
     "input_reference_warnings",
     "normalise_config",
     "parse_body",
