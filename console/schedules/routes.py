@@ -223,7 +223,7 @@ def _save(form: ScheduleForm, action: Any) -> bool:
 def create(name: str) -> Any:
     workflow = load(name)
     form = ScheduleForm()
-    if _save(form, lambda values: scheduling.create_schedule(workflow, values)):
+    if _save(form, lambda values: scheduling.create_schedule(workflow, values, try_input=True)):
         saved = form.schedule_name()
         flash(f"Schedule {saved} added.", "info")
         return redirect(url_for("schedules.index", name=name) + f"#schedule-{saved}")
@@ -237,7 +237,7 @@ def update(name: str, schedule_name: str) -> Any:
     workflow = load(name)
     schedule = load_schedule(workflow, schedule_name)
     form = ScheduleForm()
-    if _save(form, lambda values: scheduling.update_schedule(schedule, values)):
+    if _save(form, lambda values: scheduling.update_schedule(schedule, values, try_input=True)):
         saved = form.schedule_name()
         flash(f"Schedule {saved} saved.", "info")
         return redirect(url_for("schedules.index", name=name) + f"#schedule-{saved}")

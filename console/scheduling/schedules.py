@@ -30,6 +30,7 @@ from ..models import Schedule, Workflow
 from ..text import nul_problems, text_problem
 from ..timeutil import utcnow
 from .cron import cron_error, timezone_error
+from .trying import snippet_error
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +242,13 @@ def request_reconcile() -> None:
         log.warning("could not signal the scheduler (%s)", exc)
 
 
-def _validated(raw: dict[str, Any], workflow: Workflow) -> dict[str, Any]:
-    data, problems = normalise_schedule(raw, workflow_input_schema(workflow))
+def _validated(raw: dict[str, Any], workflow: Workflow, try_input: bool) -> dict[str, Any]:
+    schema = workflow_input_schema(workflow)
+    data, problems = normalise_schedule(raw, schema)
+    if not problems and try_input and isinstance(data["input"], str):
+        error = snippet_error(data["input"], data["name"], data["cron"], data["timezone"], schema)
+        if error:
+            problems["input"] = error
     if problems:
         raise ValidationFailed(
             "The schedule is not valid",
@@ -263,8 +269,9 @@ def _commit_or_duplicate(name: str) -> None:
     request_reconcile()
 
 
-def create_schedule(workflow: Workflow, raw: dict[str, Any]) -> Schedule:
-    data = _validated(raw, workflow)
+def create_schedule(workflow: Workflow, raw: dict[str, Any], try_input: bool = False) -> Schedule:
+    """Add a schedule; ``try_input``: a snippet is first tried on a worker (``trying``)."""
+    data = _validated(raw, workflow, try_input)
     workflow_id = workflow.id
     write_transaction()
     row = Schedule(workflow_id=workflow_id, cron="", timezone="UTC", enabled=False)
@@ -274,8 +281,8 @@ def create_schedule(workflow: Workflow, raw: dict[str, Any]) -> Schedule:
     return row
 
 
-def update_schedule(schedule: Schedule, raw: dict[str, Any]) -> Schedule:
-    data = _validated(raw, schedule.workflow)
+def update_schedule(schedule: Schedule, raw: dict[str, Any], try_input: bool = False) -> Schedule:
+    data = _validated(raw, schedule.workflow, try_input)
     schedule_id = schedule.id
     write_transaction()
     row = db.session.get(Schedule, schedule_id)
