@@ -17,12 +17,13 @@ from functools import cache
 from . import stepkinds
 
 TRACEBACK = "Traceback (most recent call last):"
+CARETS_RE = re.compile(r"^\s*[~^]+\s*$")  # Python 3.11+ marks the failing expression
 FRAME_RE = re.compile(r'^  File "(?P<file>[^"]+)", line \d+, in (?P<function>\S+)$')
 
 
 @dataclass
 class StepError:
-    headline: str  # the exception line(s): what went wrong
+    headline: str  # the exception's first line: what went wrong
     frames: str  # the step's own frames ("" when none is the person's)
     full: str | None  # the whole text, when it is a traceback
 
@@ -56,8 +57,14 @@ def step_error(text: str | None) -> StepError:
         else:
             rest = index
             break
-    headline = "\n".join(lines[rest:]).strip() or text.splitlines()[-1]
-    own = ["\n".join(frame) for frame in frames if _is_own(frame)]
+    said = [line for line in lines[rest:] if line.strip()] or text.splitlines()[-1:]
+    # One line: the rest of a long message (an HTML error page…) is in the full traceback.
+    headline = said[0].strip() + (" …" if len(said) > 1 else "")
+    own = [
+        "\n".join(line for line in frame if not CARETS_RE.match(line))
+        for frame in frames
+        if _is_own(frame)
+    ]
     return StepError(headline=headline, frames="\n".join(own), full=text)
 
 
