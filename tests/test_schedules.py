@@ -712,3 +712,14 @@ def test_the_schedule_form_checks_the_input_and_keeps_what_was_typed(define, cli
     assert added.status_code == 302 and added.headers["Location"].endswith("#schedule-daily_at_9am")
     row = db.session.scalar(select(Schedule).filter_by(name="daily_at_9am"))
     assert row is not None and row.input == {"date": "2026-01-02"}
+
+
+def test_trying_a_snippet_on_a_worker_answers_its_output_or_its_error(app):
+    now = "2026-03-02T09:00:00+01:00"
+    # 09:00 in Berlin is 17:00 in Seoul: the snippet sees the schedule's timezone.
+    good = "def input(now):\n    return {'date': now.date().isoformat(), 'hour': now.hour}\n"
+    tried = registry.try_input(good, "daily", now, "Asia/Seoul")
+    assert tried == {"output": {"date": "2026-03-02", "hour": 17}}
+    failed = registry.try_input("def input(now):\n    return {}['x']\n", "daily", now, "UTC")
+    assert 'File "<schedule daily>", line 2, in input' in failed["error"]
+    assert failed["error"].rstrip().endswith("KeyError: 'x'")

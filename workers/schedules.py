@@ -18,6 +18,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 from rq import Queue
@@ -119,12 +120,12 @@ def evaluate_input(schedule: Schedule, now: datetime) -> Any:
     return evaluate_snippet(schedule.input_code, schedule.name, f"schedule-{schedule.id}", now)
 
 
-def try_input(code: str, name: str, now: str) -> dict[str, Any]:
+def try_input(code: str, name: str, now: str, timezone: str) -> dict[str, Any]:
     """The RQ job of the Schedules page's dry run (test queue): ``input(now)`` evaluated as a
     fire evaluates it, for the next fire time. Returns ``{"output"}`` or ``{"error"}``."""
     with job_context():
         try:
-            when = datetime.fromisoformat(now)
+            when = datetime.fromisoformat(now).astimezone(ZoneInfo(timezone))
             return {"output": evaluate_snippet(code, name, f"schedule-try-{name}", when)}
         except InputFailed as exc:
             return {"error": exc.schedule_traceback}

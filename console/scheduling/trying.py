@@ -14,6 +14,7 @@ import re
 import time
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import redis
 from flask import current_app
@@ -37,8 +38,8 @@ def snippet_error(code: str, name: str, cron: str, timezone: str, schema: Any) -
     it can, or when no worker could try it."""
     from .schedules import schema_error
 
-    when = next_fire(cron, timezone, utcnow())
-    answer = _ask_a_worker(code, name or "new", when)
+    when = next_fire(cron, timezone, utcnow()).astimezone(ZoneInfo(timezone))
+    answer = _ask_a_worker(code, name or "new", when, timezone)
     if answer is None:
         return None
     stamp = f"{when:%a %d %b %Y, %H:%M} {when.tzname()}"
@@ -60,7 +61,7 @@ def _said(error: str) -> str:
     return lines[-1] + (f" (line {where[-1]})" if where else "")
 
 
-def _ask_a_worker(code: str, name: str, when: datetime) -> dict[str, Any] | None:
+def _ask_a_worker(code: str, name: str, when: datetime, timezone: str) -> dict[str, Any] | None:
     try:
         queue = Queue(current_app.config["TEST_QUEUE"], connection=get_redis())
         if not Worker.all(queue=queue):
@@ -70,6 +71,7 @@ def _ask_a_worker(code: str, name: str, when: datetime) -> dict[str, Any] | None
             code,
             name,
             when.isoformat(),
+            timezone,
             job_timeout=-1,
             result_ttl=60,
             failure_ttl=600,
