@@ -71,4 +71,4 @@ def step_error(text: str | None) -> StepError:
 def json_text(value: object) -> str:
     """JSON as written: ``'``, ``<`` and accents themselves, not ``\\u0027`` escapes (Jinja's
     ``tojson`` escapes them for ``<script>``; in an element the page's escaping is enough)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=False)
+    return json.dumps(value, ensure_ascii=False)
