@@ -14,6 +14,7 @@ from .extensions import configure_sqlite, csrf, db, htmx, login_manager, migrate
 from .jsonbody import ConsoleRequest
 from .text import refuse_nul_in_request
 from .timeutil import isoformat
+from .tracebacks import json_text, step_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,6 +121,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return (value or "").replace("T", " ").split(".")[0].replace("Z", "") + " UTC"
 
     app.add_template_filter(isoformat, "isoformat")
+    app.add_template_global(step_error, "step_error")
+    app.add_template_filter(json_text, "json_text")
 
     @app.after_request
     def _no_store(response: Any) -> Any:

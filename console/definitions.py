@@ -208,7 +208,9 @@ def _normalise_kind_step(
         step["code"] = stepkinds.generate_code(kind, step["config"])
 
 
-def _normalise_schedule(raw: Any, index: int, problems: Problems) -> dict[str, Any]:
+def _normalise_schedule(
+    raw: Any, index: int, problems: Problems, input_schema: Any
+) -> dict[str, Any]:
     """One schedule of a definition (``console.scheduling`` owns what its fields mean)."""
     path = f"/schedules/{index}"
     if not isinstance(raw, dict):
@@ -216,7 +218,7 @@ def _normalise_schedule(raw: Any, index: int, problems: Problems) -> dict[str, A
         return {}
     for key in sorted(set(raw) - SCHEDULE_KEYS):
         problems.add(f"{path}/{key}", "unknown field")
-    schedule, found = scheduling.normalise_schedule(raw)
+    schedule, found = scheduling.normalise_schedule(raw, input_schema)
     for key, message in found.items():
         problems.add(f"{path}/{key}", message)
     return schedule
@@ -325,7 +327,10 @@ def normalise(data: Any, name: str | None = None) -> dict[str, Any]:
         if not isinstance(raw_schedules, list):
             problems.add("/schedules", "must be a list")
             raw_schedules = []
-        found = [_normalise_schedule(raw, i, problems) for i, raw in enumerate(raw_schedules)]
+        schema = definition["input_schema"]
+        found = [
+            _normalise_schedule(raw, i, problems, schema) for i, raw in enumerate(raw_schedules)
+        ]
         _no_duplicates([s.get("name") for s in found], "/schedules", "schedule", problems)
         definition["schedules"] = found
     # NUL anywhere else (step names, code, config, schemas, schedules): each path once.

@@ -103,8 +103,21 @@ def test_the_list_says_what_to_do_and_creates_a_workflow(app, editor):
     assert f"/api/workflows/{name}/runs" in page and "Authorization: Bearer" in page
     assert "http://console.test/hooks/onboard_customer/" in page  # the webhook, for editors
     again = editor.post("/workflows", {"title": "Onboard customer"}, htmx=False)
-    assert again.status_code == 302
-    assert "already exists" in editor.page("/workflows")
+    assert again.status_code == 409
+    assert "already exists" in again.get_data(as_text=True)
+
+
+def test_a_name_with_spaces_is_an_error_at_the_name_and_the_form_keeps_what_was_typed(editor):
+    refused = editor.post("/workflows", {"title": "My flow", "name": "My flow"}, htmx=False)
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    error = re.search(r'<p class="field-error" id="name-error" role="alert">([^<]*)</p>', html)
+    assert error and "Lower-case letters" in error.group(1) and "For example: my_flow" in error[1]
+    assert 'aria-describedby="name-error"' in html and 'aria-invalid="true"' in html
+    assert 'value="My flow"' in html  # both fields keep what was typed
+    assert html.count('value="My flow"') == 2
+    assert 'class="flash error"' not in html  # no banner
+    assert editor.create("My flow", "my_flow") == "my_flow"
 
 
 def test_build_code_steps_and_a_syntax_error_is_shown_at_its_line(app, editor):
@@ -816,3 +829,21 @@ def test_the_step_edits_are_domain_functions(app):
     assert step_names("edits") == ["c", "a"]
     with pytest.raises(NotFound):
         drafts.convert_step(workflow, "zz", base_revision=revision + 3, user="ed")
+
+
+def test_an_input_field_the_schema_lacks_is_a_warning_at_the_setting(app, editor):
+    from console.definitions import save_workflow
+
+    schema = {"type": "object", "properties": {"email": {"type": "string"}}}
+    url = "https://example.com/users/{{ input.user_id }}"
+    http = {"name": "fetch", "kind": "http", "config": {"url": url}}
+    save_workflow({"name": "lookup", "input_schema": schema, "steps": [http]}, publish=False)
+    html = editor.page("/workflows/lookup")
+    warning = re.search(r'<p class="field-warning" role="note">([^<]*)</p>', html)
+    assert warning and "the input schema has no field &#39;user_id&#39;" in warning[1]
+    assert "(its fields: email)" in warning[1]
+    assert "field-error" not in html  # a warning: the step is saved and can be published
+    assert draft_of("lookup")["steps"][0]["config"]["url"] == url
+    http["config"]["url"] = "https://example.com/users/{{ input.email }}"
+    save_workflow({"name": "lookup", "input_schema": schema, "steps": [http]}, publish=False)
+    assert "field-warning" not in editor.page("/workflows/lookup")

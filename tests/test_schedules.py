@@ -6,6 +6,7 @@ The slow tests with real ``flask scheduler`` processes are in ``test_schedule_pr
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -200,6 +201,34 @@ def test_bad_schedules_are_refused_with_a_message_each(api):
     assert api.get("/api/workflows").json["data"] == []
 
 
+def test_a_json_input_the_input_schema_refuses_is_refused_at_save(api):
+    schema = {
+        "type": "object",
+        "properties": {"date": {"type": "string"}, "limit": {"type": "integer"}},
+        "required": ["date"],
+    }
+    body = {
+        "input_schema": schema,
+        "steps": [step()],
+        "schedules": [
+            daily(input={"date": "2026-01-01"}),
+            daily(name="weekly", input={"limit": "ten"}),
+            daily(name="nightly", input="def input(now):\n    return {}\n"),
+        ],
+    }
+    response = put(api, "greet", body)
+    assert response.status_code == 422
+    assert details_by_path(response) == {
+        "/schedules/1/input": (
+            "does not satisfy the workflow's input schema: 'date' is a required property; "
+            "/limit: 'ten' is not of type 'integer'"
+        )
+    }
+    assert api.get("/api/workflows").json["data"] == []
+    body["schedules"][1]["input"] = {"date": "2026-01-01", "limit": 10}
+    assert put(api, "greet", body).status_code in (200, 201)
+
+
 def test_definitions_replace_schedules_by_name_without_publishing(app, api):
     app.config["CONSOLE_TIMEZONE"] = "Europe/Berlin"
     first = put(
@@ -321,9 +350,11 @@ def test_failing_snippet_and_bad_input_are_failed_fires(define, client):
     define(
         "report",
         [("one", "def run(ctx):\n    return 1")],
-        input_schema=SCHEMA,
         schedules=[{"name": "hourly", "cron": "0 * * * *", "input": {"day": 1}}],
     )
+    # A later version's stricter schema, published without the schedules: a save cannot see
+    # that the schedule's input no longer fits, so the fire records it.
+    define("report", [("one", "def run(ctx):\n    return 2")], input_schema=SCHEMA)
     invalid = fire_now(schedule.id, utc(2026, 1, 1, 6))
     assert invalid.status == "failed"
     assert "/: 'date' is a required property" in invalid.error
@@ -659,3 +690,36 @@ def test_editors_add_edit_pause_and_delete(define, client):
     editor.post("/workflows/report/schedules/hourly/delete", data={"csrf_token": token})
     assert {s.name for s in db.session.scalars(select(Schedule))} == {"weekday_report"}
     assert editor.get("/workflows/nope/schedules").status_code == 404
+
+
+def test_the_schedule_form_checks_the_input_and_keeps_what_was_typed(define, client):
+    make(define, input={"date": "2026-01-01"}, input_schema=SCHEMA)
+    create_user("editor@example.com", "editor", "s3cret-pass")
+    token = log_in(client, "editor@example.com", "s3cret-pass")
+    form = {"csrf_token": token, "name": "Daily at 9am", "cron": "0 9 * *", "timezone": "UTC"}
+    refused = client.post("/workflows/report/schedules", data={**form, "input": '{"day": 1}'})
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    error = re.search(r'<p class="field-error" id="input-error">([^<]*)</p>', html)
+    assert error and "does not satisfy the workflow&#39;s input schema" in error[1]
+    assert "&#39;date&#39; is a required property" in error[1]
+    assert "{&#34;day&#34;: 1}</textarea>" in html and 'value="Daily at 9am"' in html
+    assert html.count("must have 5 fields") == 1  # the preview says it; the field does not
+    added = client.post(
+        "/workflows/report/schedules",
+        data={**form, "cron": "0 9 * * *", "input": '{"date": "2026-01-02"}'},
+    )
+    assert added.status_code == 302 and added.headers["Location"].endswith("#schedule-daily_at_9am")
+    row = db.session.scalar(select(Schedule).filter_by(name="daily_at_9am"))
+    assert row is not None and row.input == {"date": "2026-01-02"}
+
+
+def test_trying_a_snippet_on_a_worker_answers_its_output_or_its_error(app):
+    now = "2026-03-02T09:00:00+01:00"
+    # 09:00 in Berlin is 17:00 in Seoul: the snippet sees the schedule's timezone.
+    good = "def input(now):\n    return {'date': now.date().isoformat(), 'hour': now.hour}\n"
+    tried = registry.try_input(good, "daily", now, "Asia/Seoul")
+    assert tried == {"output": {"date": "2026-03-02", "hour": 17}}
+    failed = registry.try_input("def input(now):\n    return {}['x']\n", "daily", now, "UTC")
+    assert 'File "<schedule daily>", line 2, in input' in failed["error"]
+    assert failed["error"].rstrip().endswith("KeyError: 'x'")

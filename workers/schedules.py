@@ -18,6 +18,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 from rq import Queue
@@ -116,13 +117,28 @@ def evaluate_input(schedule: Schedule, now: datetime) -> Any:
     this process."""
     if schedule.input_code is None:
         return schedule.input if schedule.input is not None else {}
-    name = f"schedule {schedule.name}"
+    return evaluate_snippet(schedule.input_code, schedule.name, f"schedule-{schedule.id}", now)
+
+
+def try_input(code: str, name: str, now: str, timezone: str) -> dict[str, Any]:
+    """The RQ job of the Schedules page's dry run (test queue): ``input(now)`` evaluated as a
+    fire evaluates it, for the next fire time. Returns ``{"output"}`` or ``{"error"}``."""
+    with job_context():
+        try:
+            when = datetime.fromisoformat(now).astimezone(ZoneInfo(timezone))
+            return {"output": evaluate_snippet(code, name, f"schedule-try-{name}", when)}
+        except InputFailed as exc:
+            return {"error": exc.schedule_traceback}
+
+
+def evaluate_snippet(code: str, schedule_name: str, run_id: str, now: datetime) -> Any:
+    name = f"schedule {schedule_name}"
     call = StepCall(
         name=name,
-        code=schedule.input_code + INPUT_CALL,
+        code=code + INPUT_CALL,
         timeout=INPUT_TIMEOUT,
         input={"now": now.isoformat(), "timezone": str(now.tzinfo or "UTC")},
-        run=RunInfo(id=f"schedule-{schedule.id}"),
+        run=RunInfo(id=run_id),
     )
     end = get_sandbox().execute(call, NoEngine(), StepLogger(name, 1))
     if end.kind == "ok":
@@ -131,7 +147,7 @@ def evaluate_input(schedule: Schedule, now: datetime) -> Any:
         message = f"input(now) took longer than {INPUT_TIMEOUT:g} s and was stopped"
         raise InputFailed(message, f"TimeoutError: {message}")
     error = (end.error or end.summary or "input(now) failed").replace(
-        f'"<step {name}>"', f'"<schedule {schedule.name}>"'
+        f'"<step {name}>"', f'"<schedule {schedule_name}>"'
     )
     summary = end.summary or error.splitlines()[-1]
     raise InputFailed(summary, error)

@@ -53,6 +53,7 @@ class Card:
     # A published step the draft has not changed starts as its one-line outline.
     collapsed: bool = False
     resume_data: str = ""
+    input_schema: Any = None  # the draft's, for the warnings of {{ input.<field> }}
 
     @property
     def is_kind(self) -> bool:
@@ -94,6 +95,13 @@ class Card:
                     "with KeyError until it is added on the Secrets page."
                 )
         return found
+
+    @property
+    def unknown_inputs(self) -> dict[str, str]:
+        """A warning per setting naming an input field the input schema does not have."""
+        if not self.is_kind:
+            return {}
+        return stepkinds.input_reference_warnings(self.step.get("config"), self.input_schema)
 
     def form(self) -> StepForm:
         """The card's form filled with the shown values (no request data)."""
@@ -231,3 +239,23 @@ def example_input(schema: Any) -> dict[str, Any]:
         else:
             example[prop] = samples.get(str(spec.get("type")))
     return example
+
+
+def card_for(workflow: Workflow, definition: dict[str, Any], index: int, **extra: Any) -> Card:
+    step = definition["steps"][index]
+    card = Card(
+        step=step,
+        name=step["name"],
+        index=index,
+        count=len(definition["steps"]),
+        test=steptests.last_test(workflow.id, step["name"]),
+        input_schema=definition.get("input_schema"),
+        **extra,
+    )
+    if card.test is not None and "sample_input" not in extra:
+        card.sample_input = sample_text(card.test.input)
+    if card.test is not None and (card.test.step or {}).get("resume_data") is not None:
+        card.resume_data = json.dumps(card.test.step["resume_data"])
+    if card.is_kind and card.kind_form is None and kinds():
+        card.kind_form = kind_form(step)
+    return card

@@ -24,23 +24,24 @@ from sqlalchemy import func, select
 
 from .. import drafts, steptests
 from ..auth import role
+from ..definitions import snake_case
 from ..errors import Conflict, ConsoleError
 from ..extensions import db
 from ..models import ACTIVE, Run, Workflow
-from ..web import form_errors, is_htmx
+from ..web import form_error_text, is_htmx
 from ..webhooks import webhook_url
 from . import bp
 from .cards import (
     Card,
+    card_for,
     example_input,
-    kind_form,
     kinds,
     new_step,
     read_card,
-    sample_text,
     workflow_sample,
 )
 from .forms import (
+    NAME_MESSAGE,
     AddStepForm,
     ImportForm,
     InputForm,
@@ -79,25 +80,6 @@ def step_index(definition: dict[str, Any], step: str, workflow: Workflow | None 
         message = f"There is no step {step!r} any more. {drafts.StaleDraft.of(workflow).message}"
         abort(make_response(refused(workflow, message)))
     abort(404)
-
-
-def card_for(workflow: Workflow, definition: dict[str, Any], index: int, **extra: Any) -> Card:
-    step = definition["steps"][index]
-    card = Card(
-        step=step,
-        name=step["name"],
-        index=index,
-        count=len(definition["steps"]),
-        test=steptests.last_test(workflow.id, step["name"]),
-        **extra,
-    )
-    if card.test is not None and "sample_input" not in extra:
-        card.sample_input = sample_text(card.test.input)
-    if card.test is not None and (card.test.step or {}).get("resume_data") is not None:
-        card.resume_data = json.dumps(card.test.step["resume_data"])
-    if card.is_kind and card.kind_form is None and kinds():
-        card.kind_form = kind_form(step)
-    return card
 
 
 def editor_context(workflow: Workflow, **extra: Any) -> dict[str, Any]:
@@ -204,6 +186,11 @@ def refused(workflow: Workflow, message: str, status: int = 409) -> Any:
 @bp.get("/workflows")
 @role("viewer")
 def index() -> Any:
+    return workflows_page(NewWorkflowForm())
+
+
+def workflows_page(form: NewWorkflowForm, status: int = 200) -> Any:
+    """The list of workflows with the New workflow form (as typed, with its errors)."""
     workflows = db.session.scalars(select(Workflow).order_by(Workflow.name)).all()
     active = dict(
         db.session.execute(
@@ -212,29 +199,37 @@ def index() -> Any:
             .group_by(Run.workflow_id)
         ).all()
     )
-    return render_template(
-        "editor/index.html",
-        workflows=workflows,
-        active=active,
-        form=NewWorkflowForm(),
-        import_form=ImportForm(),
-    )
+    context = {"workflows": workflows, "active": active, "import_form": ImportForm()}
+    return render_template("editor/index.html", form=form, **context), status
 
 
 @bp.post("/workflows")
 @role("editor")
 def create() -> Any:
+    """Create a workflow; refused, the form shows again as typed, errors at their fields."""
     form = NewWorkflowForm()
     if not form.validate_on_submit():
-        for message in form_errors(form):
-            flash(message, "error")
-        return redirect(url_for("editor.index"))
+        if "csrf_token" in form.errors:
+            flash(form_error_text(form), "error")
+        suggest_name(form)
+        return workflows_page(form, 422)
     try:
         workflow = drafts.create_workflow(form.title.data, form.name.data, actor())
     except ConsoleError as exc:
-        flash(problem_text(exc), "error")
-        return redirect(url_for("editor.index"))
+        conflict = isinstance(exc, Conflict)
+        if conflict or (form.name.data or "").strip():  # the name typed, or the title's taken
+            form.name.errors = [exc.message if conflict else NAME_MESSAGE]
+        else:
+            form.title.errors = ["No name can be made from this title: give a name."]
+        return workflows_page(form, 409 if conflict else 422)
     return redirect(url_for("editor.workflow", name=workflow.name))
+
+
+def suggest_name(form: NewWorkflowForm) -> None:
+    """A name with spaces or capitals: say which would do ("My flow" → my_flow)."""
+    typed, slug = (form.name.data or "").strip(), snake_case(form.name.data or "")
+    if form.name.errors and slug and slug != typed:
+        form.name.errors = [*form.name.errors, f"For example: {slug}"]
 
 
 @bp.get("/workflows/<name>")
@@ -308,6 +303,7 @@ def save_step(name: str, step: str) -> Any:
         kind_form=config_form,
         test=steptests.last_test(workflow.id, step),
         sample_input=request.form.get("sample_input", "{}"),
+        input_schema=definition.get("input_schema"),
     )
     has_config_errors = config_form is not None and any(f.errors for f in config_form)
     if errors or code_error or has_config_errors or "csrf_token" in form.errors:

@@ -10,6 +10,7 @@ from wtforms import BooleanField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length
 
+from ..definitions import NAME_RE, snake_case
 from ..jsonbody import JSONRefused, parse_json
 from ..scheduling import DEFAULT_MISSED, DEFAULT_OVERLAP
 
@@ -33,6 +34,12 @@ class ScheduleForm(FlaskForm):
     missed = SelectField("Missed fires", choices=MISSED_CHOICES, default=DEFAULT_MISSED)
     overlap = SelectField("Overlap", choices=OVERLAP_CHOICES, default=DEFAULT_OVERLAP)
 
+    def schedule_name(self) -> str:
+        """The name as typed, or made from it as a workflow's name is from its title
+        ("Daily at 9am" → ``daily_at_9am``)."""
+        typed = (self.name.data or "").strip()
+        return typed if NAME_RE.match(typed) or not typed else snake_case(typed)
+
     def values(self) -> dict[str, Any] | None:
         """The schedule as the domain takes it, or None with the input field's error set.
 
@@ -52,7 +59,7 @@ class ScheduleForm(FlaskForm):
         elif text:
             value = self.input.data
         return {
-            "name": (self.name.data or "").strip(),
+            "name": self.schedule_name(),
             "cron": (self.cron.data or "").strip(),
             "timezone": (self.timezone.data or "").strip(),
             "input": value,

@@ -223,9 +223,10 @@ def _save(form: ScheduleForm, action: Any) -> bool:
 def create(name: str) -> Any:
     workflow = load(name)
     form = ScheduleForm()
-    if _save(form, lambda values: scheduling.create_schedule(workflow, values)):
-        flash(f"Schedule {form.name.data.strip()} added.", "info")
-        return redirect(url_for("schedules.index", name=name) + f"#schedule-{form.name.data}")
+    if _save(form, lambda values: scheduling.create_schedule(workflow, values, try_input=True)):
+        saved = form.schedule_name()
+        flash(f"Schedule {saved} added.", "info")
+        return redirect(url_for("schedules.index", name=name) + f"#schedule-{saved}")
     context = page_context(load(name), form)
     return render_template("schedules/index.html", adding=True, **context), 422
 
@@ -236,9 +237,10 @@ def update(name: str, schedule_name: str) -> Any:
     workflow = load(name)
     schedule = load_schedule(workflow, schedule_name)
     form = ScheduleForm()
-    if _save(form, lambda values: scheduling.update_schedule(schedule, values)):
-        flash(f"Schedule {form.name.data.strip()} saved.", "info")
-        return redirect(url_for("schedules.index", name=name) + f"#schedule-{form.name.data}")
+    if _save(form, lambda values: scheduling.update_schedule(schedule, values, try_input=True)):
+        saved = form.schedule_name()
+        flash(f"Schedule {saved} saved.", "info")
+        return redirect(url_for("schedules.index", name=name) + f"#schedule-{saved}")
     workflow = load(name)
     return render_edit(workflow, load_schedule(workflow, schedule_name), form, 422)
 

@@ -42,9 +42,11 @@ from .schedules import (
     request_reconcile,
     schedule_definition,
     schedules_of,
+    schema_error,
     set_enabled,
     sync_schedules,
     update_schedule,
+    workflow_input_schema,
 )
 
 __all__ = [
@@ -74,10 +76,12 @@ __all__ = [
     "recent_fires",
     "request_reconcile",
     "schedule_definition",
+    "schema_error",
     "schedules_of",
     "set_enabled",
     "sync_schedules",
     "timezone_error",
     "update_schedule",
     "wall_to_utc",
+    "workflow_input_schema",
 ]

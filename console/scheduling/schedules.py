@@ -19,6 +19,8 @@ import re
 from typing import Any
 
 from flask import current_app, has_app_context
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +30,7 @@ from ..models import Schedule, Workflow
 from ..text import nul_problems, text_problem
 from ..timeutil import utcnow
 from .cron import cron_error, timezone_error
+from .trying import snippet_error
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,35 @@ def input_error(value: Any) -> str | None:
     return None
 
 
+def schema_error(schema: Any, value: Any) -> str | None:
+    """Why an input does not satisfy the workflow's input schema (every problem, one line), or
+    None. A schema that is not valid itself checks nothing here: the definition reports it."""
+    if not isinstance(schema, dict) or not schema or not isinstance(value, dict):
+        return None
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError:
+        return None
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return None
+    found = [
+        (f"/{'/'.join(str(p) for p in e.absolute_path)}: " if e.absolute_path else "") + e.message
+        for e in errors
+    ]
+    return "does not satisfy the workflow's input schema: " + "; ".join(found)
+
+
+def workflow_input_schema(workflow: Workflow) -> Any:
+    """The input schema a schedule's runs are checked against: the latest published version's
+    (what a fire starts), else the draft's."""
+    latest = workflow.latest_version
+    if latest is not None:
+        return latest.definition.get("input_schema")
+    return (workflow.draft or {}).get("input_schema")
+
+
 def default_timezone() -> str:
     """``CONSOLE_TIMEZONE``: what a schedule without a timezone uses."""
     if not has_app_context():
@@ -84,9 +116,13 @@ def default_timezone() -> str:
     return str(current_app.config.get("CONSOLE_TIMEZONE") or "UTC")
 
 
-def normalise_schedule(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def normalise_schedule(
+    raw: dict[str, Any], input_schema: Any = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """A schedule as the definition format has it with defaults filled in, and its
-    problems by field. ``missed`` and ``overlap`` are kept only when not the default."""
+    problems by field. ``missed`` and ``overlap`` are kept only when not the default. A JSON
+    input is checked against ``input_schema`` (a snippet's result is checked when it fires,
+    and on the Schedules page by a dry run)."""
     schedule: dict[str, Any] = {
         "name": raw.get("name"),
         "cron": raw.get("cron"),
@@ -121,6 +157,10 @@ def normalise_schedule(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
     if isinstance(schedule["input"], dict):
         for item in nul_problems(schedule["input"]):
             problems.setdefault("input" + item["path"].rstrip("/"), item["message"])
+    if "input" not in problems:
+        error = schema_error(input_schema, schedule["input"])
+        if error:
+            problems["input"] = error
     if not isinstance(schedule["enabled"], bool):
         problems["enabled"] = "must be true or false"
     if missed not in MISSED_POLICIES:
@@ -202,8 +242,13 @@ def request_reconcile() -> None:
         log.warning("could not signal the scheduler (%s)", exc)
 
 
-def _validated(raw: dict[str, Any]) -> dict[str, Any]:
-    data, problems = normalise_schedule(raw)
+def _validated(raw: dict[str, Any], workflow: Workflow, try_input: bool) -> dict[str, Any]:
+    schema = workflow_input_schema(workflow)
+    data, problems = normalise_schedule(raw, schema)
+    if not problems and try_input and isinstance(data["input"], str):
+        error = snippet_error(data["input"], data["name"], data["cron"], data["timezone"], schema)
+        if error:
+            problems["input"] = error
     if problems:
         raise ValidationFailed(
             "The schedule is not valid",
@@ -224,8 +269,9 @@ def _commit_or_duplicate(name: str) -> None:
     request_reconcile()
 
 
-def create_schedule(workflow: Workflow, raw: dict[str, Any]) -> Schedule:
-    data = _validated(raw)
+def create_schedule(workflow: Workflow, raw: dict[str, Any], try_input: bool = False) -> Schedule:
+    """Add a schedule; ``try_input``: a snippet is first tried on a worker (``trying``)."""
+    data = _validated(raw, workflow, try_input)
     workflow_id = workflow.id
     write_transaction()
     row = Schedule(workflow_id=workflow_id, cron="", timezone="UTC", enabled=False)
@@ -235,8 +281,8 @@ def create_schedule(workflow: Workflow, raw: dict[str, Any]) -> Schedule:
     return row
 
 
-def update_schedule(schedule: Schedule, raw: dict[str, Any]) -> Schedule:
-    data = _validated(raw)
+def update_schedule(schedule: Schedule, raw: dict[str, Any], try_input: bool = False) -> Schedule:
+    data = _validated(raw, schedule.workflow, try_input)
     schedule_id = schedule.id
     write_transaction()
     row = db.session.get(Schedule, schedule_id)

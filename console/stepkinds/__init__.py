@@ -20,7 +20,7 @@ from .checks import (
     parse_headers,
     parse_statuses,
 )
-from .codegen import python_literal
+from .codegen import helper_functions, python_literal
 from .kinds import (
     CODE_LABEL,
     KINDS,
@@ -31,7 +31,13 @@ from .kinds import (
     generate_code,
     normalise_config,
 )
-from .references import REFERENCE_RE, reference_problem, references, step_reference_problems
+from .references import (
+    REFERENCE_RE,
+    input_reference_warnings,
+    reference_problem,
+    references,
+    step_reference_problems,
+)
 
 __all__ = [
     "CODE_LABEL",
@@ -45,6 +51,8 @@ __all__ = [
     "describe",
     "executed_code",
     "generate_code",
+    "helper_functions",
+    "input_reference_warnings",
     "normalise_config",
     "parse_body",
     "parse_headers",

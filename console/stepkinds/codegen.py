@@ -9,6 +9,7 @@ its own.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,17 @@ def _snippet(name: str) -> str:
     if not marker:
         raise RuntimeError(f"snippets/{name}.py has no snippet marker line")
     return code.strip("\n") + "\n"
+
+
+def helper_functions() -> frozenset[str]:
+    """The names of the functions generated steps carry from ``snippets/``: their frames in a
+    traceback are the console's code, not the person's (the run page folds them away)."""
+    names = set()
+    for path in SNIPPETS.glob("*.py"):
+        if path.name != "__init__.py":
+            tree = ast.parse(_snippet(path.stem))
+            names |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    return frozenset(names)
 
 
 def python_literal(value: Any) -> str:

@@ -54,3 +54,24 @@ def step_reference_problems(config: Any, earlier: list[str]) -> list[tuple[str, 
                 found.append((key, message))
                 break
     return found
+
+
+def input_reference_warnings(config: Any, schema: Any) -> dict[str, str]:
+    """A warning per setting whose ``{{ input.<field> }}`` names a field the input schema does
+    not list. Only a warning: the schema may allow more fields than it lists, and a run given
+    the field works; one that lacks it fails with LookupError."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(config, dict) or not isinstance(properties, dict):
+        return {}
+    listed = ", ".join(sorted(properties)) or "none"
+    found = {}
+    for key, value in config.items():
+        for ref in references(value):
+            parts = ref.split(".")
+            if parts[0] == "input" and len(parts) > 1 and parts[1] not in properties:
+                found[key] = (
+                    f"{{{{ {ref} }}}}: the input schema has no field {parts[1]!r} (its fields: "
+                    f"{listed}); a run whose input lacks it fails here."
+                )
+                break
+    return found
