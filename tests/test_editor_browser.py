@@ -158,13 +158,20 @@ def test_build_test_publish_run_and_approve(app, live, page):
     run_id = page.url.rsplit("/", 1)[1]
     live.until(lambda: run_status(run_id) == "suspended", "the run to wait for approval")
 
-    # Approve from the Outbox, through the link's confirmation page.
-    page.goto(live.url("/outbox"))
-    page.locator("a[href*='/flow/resume/']").first.click()
-    page.get_by_role("button", name="Approve").click()
+    # Approve from the run's card: what is being approved is on it, and so is the button.
+    page.goto(live.url("/tasks"))
+    card = page.locator(f"#run-{run_id}")
+    expect(card.get_by_role("region", name="The approval email")).to_contain_text("Welcome Ada?")
+    expect(card.locator("progress")).not_to_have_attribute("value", "3")  # waiting: not done
+    card.get_by_role("button", name="Approve").click()
     live.until(lambda: run_status(run_id) == "completed", "the run to complete")
+
+    # The timeline: the approval's wait is shown apart from the time its code took.
     page.goto(live.url(f"/runs/{run_id}"))
     assert page.get_by_text("completed").first.is_visible()
+    expect(page.locator("#run-live .run-head")).to_contain_text("Waited")
+    expect(page.locator("#step-approval")).to_contain_text("waited")
+    screenshot(page, "walkthrough-timeline-1280")
     run = db.session.get(Run, run_id)
     assert run.output == {"greeting": "Hello Ada", "approved": True}
 
