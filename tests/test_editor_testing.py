@@ -192,3 +192,36 @@ def test_published_unchanged_steps_start_as_outlines(app, define):
     assert "Outline all" in html and "Expand all" in html
     editor.add("ctxwf", position=3)
     assert [s["name"] for s in draft_of("ctxwf")["steps"]][-1] == "step_4"
+
+
+POLL = code(
+    "if ctx.run.callback_request is not None:\n"
+    "    return {'woken_with': ctx.run.callback_request['json'], 'runs': ctx.run.runs}\n"
+    "ctx.flow.rerun(60)\n"
+    "return {'runs': ctx.run.runs}"
+)
+
+
+def test_a_step_that_reruns_is_tested_with_its_callback(app, define):
+    """The resume_data / callback field of a re-running step: its test is the execution the
+    rerun's resume link woke, with the value as ctx.run.callback_request's JSON body; left
+    blank, the test is the first execution, whose rerun is reported."""
+    editor = Editor(app, "ed@example.com")
+    define("polls", [{"name": "poll", "code": POLL}])
+    html = editor.page("/workflows/polls")
+    assert 'name="resume_data-poll"' in html and "resume_data / callback" in html
+    fields = card_fields("polls", "poll", sample_input="{}")
+    answer = editor.post("/workflows/polls/steps/poll/test", fields)
+    assert answer.status_code == 200, answer.get_data(True)
+    work_tests(app)
+    first = step_tests_of("poll")[-1]
+    assert first.status == "completed" and first.output == {"runs": 1}
+    answer = editor.post(
+        "/workflows/polls/steps/poll/test", {**fields, "resume_data-poll": '{"status": "done"}'}
+    )
+    assert answer.status_code == 200, answer.get_data(True)
+    work_tests(app)
+    woken = step_tests_of("poll")[-1]
+    assert woken.status == "completed", woken.error
+    assert woken.output == {"woken_with": {"status": "done"}, "runs": 2}
+    assert any("ctx.run.callback_request" in note for note in woken.notes)

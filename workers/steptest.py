@@ -9,6 +9,7 @@ test result says what a real run would have done instead.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -110,6 +111,21 @@ class TestControl:
         )
 
 
+def test_run_info(test_id: str, step: dict[str, Any], given: Any, notes: list[str]) -> RunInfo:
+    """``ctx.run`` of a test. A step that re-runs itself, tested with a value in its
+    resume_data field, is tested as the execution its resume link woke: the second one, with
+    the value as the JSON body of ``ctx.run.callback_request``."""
+    if given is None or "ctx.flow.rerun" not in (step.get("code") or ""):
+        return RunInfo(id=f"test-{test_id}")
+    body = json.dumps(given)
+    callback = {"method": "POST", "headers": {}, "query": {}, "json": given, "body": body}
+    notes.append(
+        "Tested as execution 2, woken through the resume link of ctx.flow.rerun with the "
+        "given value as ctx.run.callback_request's JSON body."
+    )
+    return RunInfo(id=f"test-{test_id}", runs=2, callback_request=callback)
+
+
 def _log_json(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(line, created_at=line["created_at"].isoformat()) for line in lines]
 
@@ -135,7 +151,7 @@ def execute(test_id: str) -> str | None:
         timeout=float(step.get("timeout") or 900),
         input=test.input if isinstance(test.input, dict) else {},
         steps=earlier,
-        run=RunInfo(id=f"test-{test.id}"),
+        run=test_run_info(test.id, step, (test.step or {}).get("resume_data"), notes),
         workflow=workflow_name or "",
         version="draft",
         tasks={},

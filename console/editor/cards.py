@@ -74,6 +74,11 @@ class Card:
         return "ctx.flow.suspend" in code or "ctx.flow.rerun" in code
 
     @property
+    def reruns(self) -> bool:
+        """The step may re-run itself: its test takes a callback for ``ctx.run``."""
+        return "ctx.flow.rerun" in (self.step.get("code") or "")
+
+    @property
     def code_error_line(self) -> int | None:
         match = LINE_RE.match(self.code_error or "")
         return int(match.group(1)) if match else None
