@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+from markupsafe import Markup
+
 from . import stepkinds
 
 TRACEBACK = "Traceback (most recent call last):"
@@ -68,7 +70,9 @@ def step_error(text: str | None) -> StepError:
     return StepError(headline=headline, frames="\n".join(own), full=text)
 
 
-def json_text(value: object) -> str:
-    """JSON as written: ``'``, ``<`` and accents themselves, not ``\\u0027`` escapes (Jinja's
-    ``tojson`` escapes them for ``<script>``; in an element the page's escaping is enough)."""
-    return json.dumps(value, ensure_ascii=False)
+def json_text(value: object, indent: int | None = None) -> Markup:
+    """JSON as written, for an element's text (never an attribute): ``'``, ``"``, ``<`` and
+    accents themselves, not the ``\\u0027`` escapes of Jinja's ``tojson`` (made for
+    ``<script>``). ``&``, ``<`` and ``>`` are escaped as HTML, which is all text needs."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    return Markup(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
