@@ -180,7 +180,8 @@ def plan_recovery(doc: Any) -> Recovery:
             tasks.setdefault(step, {}).setdefault(
                 WAIT_PREFIX + entry["key"], {"until": entry["until"]}
             )
-    plan = Plan(_existing_label(workflow_name, definition) or "new")
+    version = _identical_version(workflow_name, definition)
+    plan = Plan(version.label if version is not None else "new")
     seeds, executes = [], False
     for position, step in enumerate(definition["steps"]):
         name, done = step["name"], completed.get(step["name"])
@@ -195,9 +196,6 @@ def plan_recovery(doc: Any) -> Recovery:
             seeds.append(Seed(name, position, tasks=tasks[name], tasks_only=True))
         executes = True
         plan.steps.append(PlannedStep(name, "execute", reason))
-    version = _identical_version(workflow_name, definition)
-    if version is not None:
-        plan.version = version.label
     return Recovery(
         workflow=workflow_name,
         journal_run=run_id,
@@ -244,11 +242,6 @@ def _identical_version(workflow_name: str, definition: dict[str, Any]) -> Workfl
         if version.definition_hash == digest:
             return version
     return None
-
-
-def _existing_label(workflow_name: str, definition: dict[str, Any]) -> str | None:
-    version = _identical_version(workflow_name, definition)
-    return version.label if version is not None else None
 
 
 def recover_journal(doc: Any, user: Any) -> tuple[Run, Recovery]:
