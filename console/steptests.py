@@ -10,6 +10,7 @@ completed | failed, each change one conditional UPDATE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -138,11 +139,8 @@ def start_step_test(
     holds resume_data by step name (this step's is kept with its test); with ``run``, the
     earlier steps' outputs and resume_data come from that run."""
     steps = definition.get("steps") or []
-    names = [s["name"] for s in steps]
-    if step_name not in names:
-        raise NotFound(f"No step named {step_name!r}")
-    position = names.index(step_name)
-    earlier = names[:position]
+    position = _position(steps, step_name)
+    earlier = [s["name"] for s in steps[:position]]
     resume = dict(resume or {})
     if run is not None:
         outputs, from_run = run_results(run)
@@ -167,14 +165,7 @@ def start_step_test(
     notes += _input_notes(definition, sample_input)
     outputs[RESUME] = {name: resume[name] for name in earlier if name in resume}
     test = _new_test(workflow, steps[position], sample_input, outputs, notes, user, resume)
-    db.session.commit()
-    try:
-        enqueue_step_test(test.id)
-    except redis.RedisError as exc:
-        finish_step_test(
-            test.id, "failed", error=f"Could not reach the test queue: {exc}", claimed=False
-        )
-        db.session.refresh(test)
+    _enqueue([test], lambda: enqueue_step_test(test.id))
     return test
 
 
@@ -189,24 +180,45 @@ def start_chain(
     """ "Test up to here": a test of every step up to ``step_name``, executed in order by one
     job, each step's output (and given resume_data) feeding the next step's ``ctx.steps``."""
     steps = definition.get("steps") or []
-    names = [s["name"] for s in steps]
-    if step_name not in names:
-        raise NotFound(f"No step named {step_name!r}")
     notes = _input_notes(definition, sample_input)
     tests = [
         _new_test(workflow, step, sample_input, {}, list(notes), user, resume or {})
-        for step in steps[: names.index(step_name) + 1]
+        for step in steps[: _position(steps, step_name) + 1]
     ]
+    _enqueue(tests, lambda: enqueue_step_test_chain([test.id for test in tests]))
+    return tests
+
+
+def _position(steps: list[dict[str, Any]], step_name: str) -> int:
+    for position, step in enumerate(steps):
+        if step["name"] == step_name:
+            return position
+    raise NotFound(f"No step named {step_name!r}")
+
+
+def _enqueue(tests: list[StepTest], enqueue: Callable[[], Any]) -> None:
+    """Commit the queued tests and put them on the test queue; without Redis they fail at
+    once, saying why, instead of waiting for a worker that will never see them."""
     db.session.commit()
     try:
-        enqueue_step_test_chain([test.id for test in tests])
+        enqueue()
     except redis.RedisError as exc:
         for test in tests:
             finish_step_test(
                 test.id, "failed", error=f"Could not reach the test queue: {exc}", claimed=False
             )
             db.session.refresh(test)
-    return tests
+
+
+def suspends(step: dict[str, Any]) -> bool:
+    """Whether a step may suspend or re-run: its test then takes the resume_data a run would."""
+    code = step.get("code") or ""
+    return "ctx.flow.suspend" in code or reruns(step)
+
+
+def reruns(step: dict[str, Any]) -> bool:
+    """Whether a step may re-run itself: its test then takes the callback its link would."""
+    return "ctx.flow.rerun" in (step.get("code") or "")
 
 
 def _input_notes(definition: dict[str, Any], sample_input: Any) -> list[str]:

@@ -115,7 +115,7 @@ def test_run_info(test_id: str, step: dict[str, Any], given: Any, notes: list[st
     """``ctx.run`` of a test. A step that re-runs itself, tested with a value in its
     resume_data field, is tested as the execution its resume link woke: the second one, with
     the value as the JSON body of ``ctx.run.callback_request``."""
-    if given is None or "ctx.flow.rerun" not in (step.get("code") or ""):
+    if given is None or not steptests.reruns(step):
         return RunInfo(id=f"test-{test_id}")
     body = json.dumps(given)
     callback = {"method": "POST", "headers": {}, "query": {}, "json": given, "body": body}

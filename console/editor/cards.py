@@ -69,14 +69,11 @@ class Card:
 
     @property
     def suspends(self) -> bool:
-        """The step may suspend or re-run, so its test takes the resume_data a run would."""
-        code = self.step.get("code") or ""
-        return "ctx.flow.suspend" in code or "ctx.flow.rerun" in code
+        return steptests.suspends(self.step)
 
     @property
     def reruns(self) -> bool:
-        """The step may re-run itself: its test takes a callback for ``ctx.run``."""
-        return "ctx.flow.rerun" in (self.step.get("code") or "")
+        return steptests.reruns(self.step)
 
     @property
     def code_error_line(self) -> int | None:
