@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -166,6 +166,15 @@ def _check_payload_size(value: Any, what: str) -> None:
         raise ValidationFailed(f"The {what} is {size} bytes; the limit is {limit}", status=413)
 
 
+_AS_PENDING = {
+    "output": None,
+    "resume_data": None,
+    "timed_out": False,
+    "reused_from": None,
+    "finished_at": None,
+}
+
+
 @dataclass
 class Seed:
     """A step of a new run taken from an earlier one (a re-run's plan, a journal): reused as
@@ -186,6 +195,37 @@ class Seed:
     recovering: bool = False
     tasks: dict[str, Any] = field(default_factory=dict)
     tasks_only: bool = False
+
+    def row(self, run_id: str, now: datetime) -> dict[str, Any]:
+        """Its step row: completed and ``reused``, or pending and ``recovered`` with the
+        recorded output as its ``previous_output``. Every row has the same keys (one
+        executemany takes them all)."""
+        recovering = self.recovering
+        result = (
+            _AS_PENDING
+            if recovering
+            else {
+                "output": self.output,
+                "resume_data": self.resume_data,
+                "timed_out": self.timed_out,
+                "reused_from": self.reused_from,
+                "finished_at": now,
+            }
+        )
+        return {
+            "run_id": run_id,
+            "name": self.name,
+            "position": self.position,
+            "attempts": 0,
+            "content_hash": self.content_hash,
+            "reads": self.reads,
+            "status": "pending" if recovering else "completed",
+            "runs": 1 if recovering else self.runs,
+            "reused": not recovering,
+            "recovered": recovering,
+            "previous_output": self.output if recovering else None,
+            **result,
+        }
 
 
 def start_seeded_run(
@@ -212,28 +252,7 @@ def start_seeded_run(
         for seed in seeds
         for key, result in seed.tasks.items()
     ]
-    rows = [
-        {
-            "run_id": run.id,
-            "name": seed.name,
-            "position": seed.position,
-            "status": "pending" if seed.recovering else "completed",
-            "output": None if seed.recovering else seed.output,
-            "resume_data": None if seed.recovering else seed.resume_data,
-            "timed_out": False if seed.recovering else seed.timed_out,
-            "runs": 1 if seed.recovering else seed.runs,
-            "attempts": 0,
-            "reused": not seed.recovering,
-            "reused_from": None if seed.recovering else seed.reused_from,
-            "content_hash": seed.content_hash,
-            "reads": seed.reads,
-            "recovered": seed.recovering,
-            "previous_output": seed.output if seed.recovering else None,
-            "finished_at": None if seed.recovering else now,
-        }
-        for seed in seeds
-        if not seed.tasks_only
-    ]
+    rows = [seed.row(run.id, now) for seed in seeds if not seed.tasks_only]
     write_transaction()
     db.session.add(run)
     db.session.flush()
