@@ -4,9 +4,6 @@ through consecutive steps until the run ends, waits, is paused or is canceled.
 Checkpoints make it safe to run twice: completed steps are replayed from their recorded
 output, and a duplicate job (or a worker that woke up late) cannot claim a run that another
 worker holds, nor record anything once its claim is gone.
-
-Long: a few lines over the house's ~500 since each execution reads the secrets it is given
-and seals the task results holding one, next to the task record they belong to.
 """
 
 from __future__ import annotations
@@ -245,13 +242,14 @@ class Runner:
                 return domain.fail_recovered_step(claim, name, position, attempts, row), False
             step_tasks = tasks.setdefault(name, {})
             values = secrets.step_secrets()  # read per execution: a change applies next time
+            sealer = secrets.Masker(values)  # built once per execution, not per task
 
             def record(
                 key: str,
                 result: Any,
                 _name: str = name,
                 _logger: StepLogger = logger,
-                _given: dict[str, str] = values,
+                _given: secrets.Masker = sealer,
             ) -> None:
                 stored = secrets.stored_task_result(result, _given)  # sealed if it holds one
                 if not domain.record_task(claim, _name, key, stored, _logger.drain()):
